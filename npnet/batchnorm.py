@@ -1,0 +1,131 @@
+"""Batch normalization, exactly as the seed notebook (d2l section 7.5) writes it.
+
+Training mode, statistics over the batch (and, for 4-D input, over every pixel):
+
+    axes = (0,) for x (N, F);  (0, 2, 3) for x (N, F, H, W)        M = elements per feature
+    batch_mean = mean(x, axes)                                      (1, F) or (1, F, 1, 1)
+    batch_var  = mean((x - batch_mean)^2, axes)                     biased: divides by M
+    x_hat = (x - batch_mean) / sqrt(batch_var + eps)
+    y = gamma * x_hat + beta
+    moving_mean = momentum * moving_mean + (1 - momentum) * batch_mean      (momentum = 0.9)
+    moving_var  = momentum * moving_var  + (1 - momentum) * batch_var
+
+Evaluation mode uses the moving averages instead: x_hat = (x - moving_mean) / sqrt(moving_var
++ eps). (PyTorch's nn.BatchNorm2d differs: its momentum 0.1 weights the *new* value, and its
+running_var uses the unbiased variance.)
+
+Backward — derivation in docs/backprop.md, section "BatchNorm". With inv_std = 1/sqrt(var+eps)
+and g = dL/dy * gamma (the gradient reaching x_hat):
+
+    dL/dgamma = sum(dL/dy * x_hat, axes)        dL/dbeta = sum(dL/dy, axes)
+    training:   dL/dx = inv_std * (g - mean(g, axes) - x_hat * mean(g * x_hat, axes))
+    evaluation: dL/dx = inv_std * g             (the moving statistics are constants)
+
+The two extra terms in training mode are the paths through batch_mean and batch_var: every
+x[n] moves the statistics that normalize all the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module, Parameter
+
+
+def _axes(x: np.ndarray) -> tuple:
+    """Axes the statistics average over: (0,) for (N, F), (0, 2, 3) for (N, F, H, W)."""
+    return (0,) if x.ndim == 2 else (0, 2, 3)
+
+
+def batch_norm(x, gamma, beta, moving_mean, moving_var, eps, momentum, training):
+    """The seed's ``batch_norm``, with the mode passed in.
+
+    x (N, F) or (N, F, H, W); gamma, beta, moving_mean, moving_var (1, F) or (1, F, 1, 1).
+    Returns (y, moving_mean, moving_var, cache): y has x's shape; the moving statistics are
+    new arrays (updated in training mode, the same in evaluation); cache is
+    (x_hat, inv_std, gamma) for ``batch_norm_backward``.
+    """
+    if not training:
+        inv_std = 1.0 / np.sqrt(moving_var + eps)
+        x_hat = (x - moving_mean) * inv_std
+    else:
+        axes = _axes(x)
+        batch_mean = x.mean(axis=axes, keepdims=True)
+        centered = x - batch_mean
+        batch_var = (centered * centered).mean(axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(batch_var + eps)
+        x_hat = centered * inv_std
+        moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
+        moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
+    y = gamma * x_hat + beta  # scale and shift
+    return y, moving_mean, moving_var, (x_hat, inv_std, gamma)
+
+
+def batch_norm_backward(grad_out, cache, training):
+    """grad_out (shape of x) -> (grad_x, grad_gamma, grad_beta); the latter two (1, F[, 1, 1])."""
+    x_hat, inv_std, gamma = cache
+    axes = _axes(x_hat)
+    grad_gamma = (grad_out * x_hat).sum(axis=axes, keepdims=True)
+    grad_beta = grad_out.sum(axis=axes, keepdims=True)
+    grad_x_hat = grad_out * gamma
+    if not training:
+        return grad_x_hat * inv_std, grad_gamma, grad_beta
+    mean_grad = grad_x_hat.mean(axis=axes, keepdims=True)  # the path through batch_mean
+    mean_grad_x_hat = (grad_x_hat * x_hat).mean(axis=axes, keepdims=True)  # through batch_var
+    grad_x = inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
+    return grad_x, grad_gamma, grad_beta
+
+
+class BatchNorm(Module):
+    """``BatchNorm(num_features, num_dims, eps=1e-5, momentum=0.9)``, the seed's layer.
+
+    num_dims is 2 after a fully connected layer (input (N, F)) and 4 after a convolution
+    (input (N, F, H, W)). Parameters ``gamma`` (ones) and ``beta`` (zeros) and buffers
+    ``moving_mean`` (zeros) and ``moving_var`` (ones) have shape (1, F) or (1, F, 1, 1).
+    ``momentum`` weights the *old* moving value, as in the seed.
+    """
+
+    def __init__(self, num_features: int, num_dims: int, eps: float = 1e-5,
+                 momentum: float = 0.9):
+        super().__init__()
+        if num_dims not in (2, 4):
+            raise ValueError(
+                f"BatchNorm({num_features}, num_dims={num_dims}): num_dims must be 2 (after a "
+                f"Linear layer, input (N, F)) or 4 (after a Conv2d, input (N, F, H, W))"
+            )
+        if num_features <= 0:
+            raise ValueError(f"BatchNorm expects num_features > 0; got {num_features}")
+        self.num_features, self.num_dims = num_features, num_dims
+        self.eps, self.momentum = eps, momentum
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = Parameter(np.ones(shape, dtype=np.float32))
+        self.beta = Parameter(np.zeros(shape, dtype=np.float32))
+        self.register_buffer("moving_mean", np.zeros(shape, dtype=np.float32))
+        self.register_buffer("moving_var", np.ones(shape, dtype=np.float32))
+
+    def short_name(self) -> str:
+        return f"BatchNorm({self.num_features}, num_dims={self.num_dims})"
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, num_dims={self.num_dims}, eps={self.eps}, "
+                f"momentum={self.momentum}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
+        x = self._check_input(x, self.num_dims, layout, channels=self.num_features)
+        dtype = x.dtype.type
+        y, moving_mean, moving_var, cache = batch_norm(
+            x, self.gamma.data, self.beta.data, self.moving_mean, self.moving_var,
+            dtype(self.eps), dtype(self.momentum), self.training)
+        # keep the buffers' dtype: numpy scalars of x's dtype never upcast float32
+        self.moving_mean, self.moving_var = moving_mean, moving_var
+        self.cache = (cache, self.training, x.shape)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        cache, training, x_shape = self._require_cache()
+        grad_out = self._check_grad(grad_out, x_shape)
+        grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out, cache, training)
+        self.gamma.grad += grad_gamma
+        self.beta.grad += grad_beta
+        return grad_x

@@ -1,0 +1,113 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library).
+
+    y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] * x_padded[n, c, i*sh + a, j*sw + b']
+
+Shapes: x (N, C, H, W), W (O, C, kh, kw), b (O,), y (N, O, Ho, Wo) with
+Ho = (H + 2 ph - kh) // sh + 1 and Wo = (W + 2 pw - kw) // sw + 1.
+
+With the windows of x as an array ``cols`` (N, C, Ho, Wo, kh, kw) (see windows.py), the
+convolution is one matrix product that contracts (c, a, b'):
+
+    y = tensordot(cols, W)          # nijCab,oCab -> nijo -> noij
+
+and the backward pass is two more — derivation in docs/backprop.md, section "Conv2d":
+
+    dL/dW = tensordot(dL/dy, cols)  # noij,nijCab -> oCab
+    dL/db = sum over n, i, j of dL/dy
+    dL/dcols = tensordot(dL/dy, W)  # noij,oCab -> nijCab, then col2im sums the
+                                    # overlapping windows back onto dL/dx
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import init
+from .module import Module, Parameter
+from .windows import check_fits, col2im, im2col, pad, pair
+
+
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                   stride: tuple[int, int], padding: tuple[int, int]):
+    """x (N, C, H, W), weight (O, C, kh, kw), bias (O,) -> (y (N, O, Ho, Wo), cols).
+
+    cols (N, C, Ho, Wo, kh, kw) is a view of the padded input, kept for the backward pass.
+    """
+    x_padded = pad(x, padding)
+    cols = im2col(x_padded, weight.shape[2:], stride)
+    # nCijab,oCab -> nijo; then move o next to n: (N, O, Ho, Wo)
+    y = np.tensordot(cols, weight, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    if bias is not None:
+        y = y + bias[:, None, None]
+    return np.ascontiguousarray(y), cols
+
+
+def conv2d_backward(grad_out: np.ndarray, cols: np.ndarray, weight: np.ndarray,
+                    x_shape: tuple, stride: tuple[int, int], padding: tuple[int, int]):
+    """grad_out (N, O, Ho, Wo) -> (grad_x (N, C, H, W), grad_weight (O, C, kh, kw),
+    grad_bias (O,))."""
+    grad_weight = np.tensordot(grad_out, cols, axes=([0, 2, 3], [0, 2, 3]))  # oCab
+    grad_bias = grad_out.sum(axis=(0, 2, 3))
+    grad_cols = np.tensordot(grad_out, weight, axes=([1], [0]))  # nijCab
+    grad_cols = grad_cols.transpose(0, 3, 1, 2, 4, 5)  # nCijab, the layout of cols
+    padded_shape = (x_shape[0], x_shape[1],
+                    x_shape[2] + 2 * padding[0], x_shape[3] + 2 * padding[1])
+    grad_x = col2im(grad_cols, padded_shape, stride, padding)
+    return grad_x, grad_weight, grad_bias
+
+
+class Conv2d(Module):
+    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
+
+    kernel_size, stride and padding are an int or a (height, width) pair.
+    Parameters: ``weight`` (out_channels, in_channels, kh, kw) and ``bias`` (out_channels,),
+    initialized U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels * kh * kw, as in
+    PyTorch. Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True):
+        super().__init__()
+        owner = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"{owner} expects positive in_channels and out_channels")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", owner)
+        self.stride = pair(stride, "stride", owner)
+        self.padding = pair(padding, "padding", owner, minimum=0)
+        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        self.weight = Parameter(
+            init.default_uniform((out_channels, in_channels, *self.kernel_size), fan_in))
+        self.bias = Parameter(init.default_uniform((out_channels,), fan_in)) if bias else None
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+    def short_name(self) -> str:
+        kernel = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] \
+            else self.kernel_size
+        return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={kernel})"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_input(x, 4, "(N, C, H, W)", channels=self.in_channels)
+        check_fits(self.short_name(), x.shape, self.kernel_size, self.padding)
+        bias = None if self.bias is None else self.bias.data
+        y, cols = conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self.cache = (cols, x.shape, y.shape)  # cols is a view of x: no extra memory
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        cols, x_shape, y_shape = self._require_cache()
+        grad_out = self._check_grad(grad_out, y_shape)
+        grad_x, grad_weight, grad_bias = conv2d_backward(
+            grad_out, cols, self.weight.data, x_shape, self.stride, self.padding)
+        self.weight.grad += grad_weight
+        if self.bias is not None:
+            self.bias.grad += grad_bias
+        return grad_x

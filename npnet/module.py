@@ -1,0 +1,290 @@
+"""Module and Parameter: the shell every layer lives in.
+
+A layer in npnet is a small object with two methods that mirror each other:
+
+    y = layer.forward(x)              # compute the output, remember what backward needs
+    grad_x = layer.backward(grad_y)   # chain rule: dL/dx from dL/dy, and dL/dparam into .grad
+
+There is no autograd and no tape. ``Sequential`` calls ``forward`` on its layers in order and
+``backward`` in reverse order; that is all backpropagation is.
+
+``Module`` also gives the bookkeeping PyTorch users expect: ``parameters()``,
+``zero_grad()``, ``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()`` and
+``astype(dtype)``. Attributes that hold a ``Parameter`` are parameters, attributes that hold a
+``Module`` are children, and arrays named with ``register_buffer`` are buffers (state that is
+saved but not trained, such as BatchNorm's moving averages).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Parameter:
+    """A trainable array and the gradient of the loss with respect to it.
+
+    - data: the values, any shape S
+    - grad: dL/d(data), same shape S and dtype; backward passes *add* into it (as PyTorch
+      does), so call ``zero_grad()`` before each backward.
+    """
+
+    def __init__(self, data: np.ndarray):
+        data = np.asarray(data)
+        if data.dtype not in FLOAT_DTYPES:
+            data = data.astype(np.float32)
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def zero_grad(self) -> None:
+        self.grad[...] = 0
+
+    def astype(self, dtype) -> "Parameter":
+        self.data = self.data.astype(dtype)
+        self.grad = self.grad.astype(dtype)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and container.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``forward`` stores what
+    ``backward`` needs in ``self.cache``; ``backward`` raises a clear error if called first.
+    """
+
+    def __init__(self):
+        # object.__setattr__ so these bookkeeping fields are not mistaken for state
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_buffer_names", [])
+        object.__setattr__(self, "_forward_hooks", [])
+        object.__setattr__(self, "_backward_hooks", [])
+        object.__setattr__(self, "cache", None)
+
+    # ----------------------------------------------------------------- the two passes
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.forward(x)
+        for hook in self._forward_hooks:
+            hook(self, x, out)
+        return out
+
+    def run_backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """``backward`` plus the backward hooks; containers call this on their children."""
+        grad_in = self.backward(grad_out)
+        for hook in self._backward_hooks:
+            hook(self, grad_out, grad_in)
+        return grad_in
+
+    # ------------------------------------------------------------------------ hooks
+    def register_forward_hook(self, hook: Callable) -> "HookHandle":
+        """Call ``hook(module, input, output)`` after every forward. Returns a handle whose
+        ``remove()`` detaches it."""
+        self._forward_hooks.append(hook)
+        return HookHandle(self._forward_hooks, hook)
+
+    def register_backward_hook(self, hook: Callable) -> "HookHandle":
+        """Call ``hook(module, grad_out, grad_in)`` after every backward run by a container
+        (``Sequential.backward``). ``grad_in`` is None for a layer that skips its input
+        gradient."""
+        self._backward_hooks.append(hook)
+        return HookHandle(self._backward_hooks, hook)
+
+    # ----------------------------------------------------------------- bookkeeping
+    def register_buffer(self, name: str, array: np.ndarray) -> None:
+        """Keep ``array`` as state that is saved and converted by ``astype`` but not trained."""
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        object.__setattr__(self, name, array)
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self) -> Iterator["Module"]:
+        for _, child in self.named_children():
+            yield child
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield (f"{prefix}.{name}" if prefix else name), value
+        for name, child in self.named_children():
+            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self) -> list[Parameter]:
+        return [param for _, param in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for name in self._buffer_names:
+            yield (f"{prefix}.{name}" if prefix else name), getattr(self, name)
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.zero_grad()
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (the default): BatchNorm normalizes with batch statistics."""
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: BatchNorm normalizes with its moving averages."""
+        return self.train(False)
+
+    def astype(self, dtype) -> "Module":
+        """Convert every parameter and buffer to ``dtype`` (float32 or float64); returns self."""
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{self.short_name()}.astype expects float32 or float64; got {dtype}")
+        for module in self.modules():
+            for param in [v for v in vars(module).values() if isinstance(v, Parameter)]:
+                param.astype(dtype)
+            for name in module._buffer_names:
+                object.__setattr__(module, name, getattr(module, name).astype(dtype))
+            object.__setattr__(module, "cache", None)
+        return self
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The dtype of the first parameter or buffer (None for a stateless layer)."""
+        for _, param in self.named_parameters():
+            return param.data.dtype
+        for _, buffer in self.named_buffers():
+            return buffer.dtype
+        return None
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter and buffer by dotted name, e.g. ``'1.moving_mean'``."""
+        state = OrderedDict()
+        for name, param in self.named_parameters():
+            state[name] = param.data.copy()
+        for name, buffer in self.named_buffers():
+            state[name] = np.array(buffer, copy=True)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy values from ``state`` into this module's parameters and buffers.
+
+        Every entry must be present with the same shape; nothing is changed unless all fit.
+        Values are converted to the module's current dtype.
+        """
+        own = self.state_dict()
+        missing = [name for name in own if name not in state]
+        unexpected = [name for name in state if name not in own]
+        if missing or unexpected:
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: state does not fit this network; "
+                f"missing entries {missing}, unexpected entries {unexpected}"
+            )
+        for name, value in own.items():
+            got = np.shape(state[name])
+            if got != value.shape:
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: entry '{name}' expects shape "
+                    f"{value.shape}; got {got}"
+                )
+        params = dict(self.named_parameters())
+        for name, value in state.items():
+            if name in params:
+                params[name].data[...] = value
+        for module_name, module in self.named_modules():
+            for buffer_name in module._buffer_names:
+                full = f"{module_name}.{buffer_name}" if module_name else buffer_name
+                current = getattr(module, buffer_name)
+                object.__setattr__(
+                    module, buffer_name, np.array(state[full], dtype=current.dtype, copy=True)
+                )
+
+    # --------------------------------------------------------------- presentation
+    def extra_repr(self) -> str:
+        return ""
+
+    def short_name(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def __repr__(self) -> str:
+        return self.short_name()
+
+    # ------------------------------------------------------------ helpers for layers
+    def _require_cache(self):
+        if self.cache is None:
+            raise RuntimeError(
+                f"{self.short_name()}.backward called before forward: there is nothing to "
+                f"differentiate yet (call forward, then backward once)"
+            )
+        return self.cache
+
+    def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
+        grad_out = np.asarray(grad_out)
+        if grad_out.shape != tuple(expected_shape):
+            raise ValueError(
+                f"{self.short_name()}.backward expects grad_out of shape "
+                f"{tuple(expected_shape)} (the shape of its last output); got {grad_out.shape}"
+            )
+        return grad_out
+
+    def _check_input(self, x, ndim: int, layout: str, channels: int | None = None,
+                     channel_axis: int = 1) -> np.ndarray:
+        """Check rank, channel count and dtype of an input; return it as an ndarray.
+
+        layout names the axes for the message, e.g. ``'(N, C, H, W)'``.
+        """
+        x = np.asarray(x)
+        if x.ndim != ndim or (channels is not None and x.shape[channel_axis] != channels):
+            expected = layout if channels is None else layout.replace("C", str(channels), 1)
+            raise ValueError(f"{self.short_name()} expects input {expected}; got {x.shape}")
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{self.short_name()} expects a float32 or float64 input; got {x.dtype}"
+            )
+        own = self.dtype
+        if own is not None and x.dtype != own:
+            raise TypeError(
+                f"{self.short_name()} holds {own} parameters but got a {x.dtype} input; "
+                f"convert one side, e.g. model.astype(np.{x.dtype})"
+            )
+        return x
+
+
+class HookHandle:
+    """Returned by ``register_*_hook``; ``remove()`` detaches the hook."""
+
+    def __init__(self, hooks: list, hook: Callable):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
