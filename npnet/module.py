@@ -233,10 +233,11 @@ class Module:
         return ""
 
     def short_name(self) -> str:
+        """How error messages name this layer, e.g. ``Conv2d(1, 6, kernel_size=5)``."""
         return f"{type(self).__name__}({self.extra_repr()})"
 
     def __repr__(self) -> str:
-        return self.short_name()
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     # ------------------------------------------------------------ helpers for layers
     def _require_cache(self):

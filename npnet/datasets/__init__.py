@@ -1,0 +1,44 @@
+"""Data sets and mini-batches.
+
+- ``load_mnist()``, ``load_fashion_mnist()``: the full data sets, found on disk or downloaded
+  (see ``mnist.py`` for where they are looked for);
+- ``load_mnist_sample()``: 6,000 real MNIST digits shipped with npnet, for working offline;
+- ``DataLoader``: mini-batches, reshuffled every epoch;
+- ``read_idx()``, ``write_idx()``: the IDX file format the data sets come in (``idx.py``).
+
+    from npnet.datasets import load_mnist, DataLoader
+    x_train, y_train, x_test, y_test = load_mnist()      # x: (60000, 1, 28, 28) float32
+    for x_batch, y_batch in DataLoader(x_train, y_train, batch_size=128, shuffle=True):
+        ...
+"""
+
+from .download import DownloadError, download_file
+from .idx import DatasetError, read_idx, write_idx
+from .loader import DataLoader
+from .mnist import (
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    DatasetNotFoundError,
+    TrainTestData,
+    cache_dir,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist_sample,
+)
+
+__all__ = [
+    "DataLoader",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "FASHION_MNIST_CLASSES",
+    "MNIST_CLASSES",
+    "TrainTestData",
+    "cache_dir",
+    "download_file",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_mnist_sample",
+    "read_idx",
+    "write_idx",
+]
