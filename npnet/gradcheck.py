@@ -159,26 +159,23 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
 
         result = GradCheckResult("training" if mode else "evaluation")
         for name, values, analytic in arrays:
+            if values.size == 0:
+                continue
             flat_indices = np.arange(values.size)
             if max_entries is not None and values.size > max_entries:
                 flat_indices = rng.choice(values.size, max_entries, replace=False)
-            numeric = np.zeros(len(flat_indices))
-            for k, flat in enumerate(flat_indices):
-                index = np.unravel_index(flat, values.shape)
-                original = values[index]
-                numeric[k] = central_difference(f, values, index, h)
+            numeric = np.array([
+                central_difference(f, values, np.unravel_index(flat, values.shape), h)
+                for flat in flat_indices])
             analytic_sample = analytic.reshape(-1)[flat_indices]
             errors = relative_errors(analytic_sample, numeric,
                                      float(np.abs(analytic).max(initial=0.0)))
-            worst = int(np.argmax(errors)) if errors.size else 0
+            worst = int(np.argmax(errors))
             result.arrays.append(ArrayCheck(
-                name=name,
-                max_error=float(errors[worst]) if errors.size else 0.0,
+                name=name, max_error=float(errors[worst]),
                 worst_index=tuple(int(i) for i in np.unravel_index(flat_indices[worst],
-                                                                    values.shape))
-                if errors.size else (),
-                analytic=float(analytic_sample[worst]) if errors.size else 0.0,
-                numeric=float(numeric[worst]) if errors.size else 0.0,
+                                                                    values.shape)),
+                analytic=float(analytic_sample[worst]), numeric=float(numeric[worst]),
                 checked=len(flat_indices), total=values.size))
         return result
     finally:
