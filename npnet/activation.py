@@ -24,7 +24,19 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class _Elementwise(Module):
-    """Shape-preserving layers: any input shape, output of the same shape and dtype."""
+    """Shape-preserving layers: any input shape, output of the same shape and dtype.
+
+    The layout does not matter to an elementwise function, so the batch-last fast path of
+    ``Sequential`` runs the very same forward and backward.
+    """
+
+    supports_batch_last = True
+
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
+        return self.backward(grad_out)
 
     def _check(self, x) -> np.ndarray:
         x = np.asarray(x)

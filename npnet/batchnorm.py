@@ -23,13 +23,20 @@ and g = dL/dy * gamma (the gradient reaching x_hat):
 
 The two extra terms in training mode are the paths through batch_mean and batch_var: every
 x[n] moves the statistics that normalize all the others.
+
+The fast path (what ``Sequential`` runs) keeps the batch last, (F, H, W, N) or (F, N), so each
+feature's M values are one contiguous row of x.reshape(F, M), and the statistics are row means.
+``batch_norm_rows`` / ``batch_norm_rows_backward`` are the same formulas on those rows; the
+backward reuses the two sums it needs anyway, since mean(g) = gamma * dL/dbeta / M and
+mean(g * x_hat) = gamma * dL/dgamma / M.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .module import Module, Parameter
+from .module import BatchLastCache, Module, Parameter
+from .windows import from_batch_last
 
 
 def _axes(x: np.ndarray) -> tuple:
@@ -73,6 +80,61 @@ def batch_norm_backward(grad_out, cache, training):
     mean_grad = grad_x_hat.mean(axis=axes, keepdims=True)  # the path through batch_mean
     mean_grad_x_hat = (grad_x_hat * x_hat).mean(axis=axes, keepdims=True)  # through batch_var
     grad_x = inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
+    return grad_x, grad_gamma, grad_beta
+
+
+def row_sum(x: np.ndarray) -> np.ndarray:
+    """x (F, M) -> (F, 1), the sum of each row: ``x.sum(axis=1, keepdims=True)``, written as
+    an einsum, which is about 3x faster on long float32 rows than numpy's pairwise sum."""
+    return np.einsum("fm->f", x)[:, None]
+
+
+def row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x, y (F, M) -> (F, 1), sum_m x[f, m] y[f, m], without the temporary x * y."""
+    return np.vecdot(x, y)[:, None]
+
+
+def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, training):
+    """``batch_norm`` on x (F, M), one row per feature; gamma ... moving_var are (F, 1).
+
+    Returns (y (F, M), moving_mean, moving_var, cache) like ``batch_norm``; in evaluation
+    mode the cache holds (x, moving_mean) where training mode holds x_hat.
+    """
+    M = x.shape[1]
+    if not training:
+        # gamma (x - moving_mean) inv_std + beta as one scale and one shift per row: two
+        # passes over x instead of four; backward recomputes x_hat if it is ever needed
+        inv_std = 1.0 / np.sqrt(moving_var + eps)
+        scale = gamma * inv_std
+        y = x * scale
+        y += beta - moving_mean * scale
+        return y, moving_mean, moving_var, ((x, moving_mean), inv_std, gamma)
+    else:
+        batch_mean = row_sum(x) / M
+        x_hat = x - batch_mean  # centered; divided by the standard deviation below
+        batch_var = row_dot(x_hat, x_hat) / M
+        inv_std = 1.0 / np.sqrt(batch_var + eps)
+        x_hat *= inv_std
+        moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
+        moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
+    y = gamma * x_hat
+    y += beta
+    return y, moving_mean, moving_var, (x_hat, inv_std, gamma)
+
+
+def batch_norm_rows_backward(grad_out, cache, training):
+    """grad_out (F, M) -> (grad_x (F, M), grad_gamma (F, 1), grad_beta (F, 1))."""
+    x_hat, inv_std, gamma = cache
+    if not training:
+        x, moving_mean = x_hat
+        x_hat = (x - moving_mean) * inv_std
+    M = x_hat.shape[1]
+    grad_gamma = row_dot(grad_out, x_hat)
+    grad_beta = row_sum(grad_out)
+    if not training:
+        return grad_out * (gamma * inv_std), grad_gamma, grad_beta
+    # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy
+    grad_x = (gamma * inv_std) * (grad_out - grad_beta / M - x_hat * (grad_gamma / M))
     return grad_x, grad_gamma, grad_beta
 
 
@@ -129,3 +191,28 @@ class BatchNorm(Module):
         self.gamma.grad += grad_gamma
         self.beta.grad += grad_beta
         return grad_x
+
+    # ------------------------------------------- the fast path, batch last (F, H, W, N) or (F, N)
+    supports_batch_last = True
+
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
+        self._check_input(from_batch_last(x), self.num_dims, layout, channels=self.num_features)
+        F, dtype = self.num_features, x.dtype.type
+        rows = (self.gamma.data, self.beta.data, self.moving_mean, self.moving_var)
+        y, moving_mean, moving_var, cache = batch_norm_rows(
+            x.reshape(F, -1), *[array.reshape(F, 1) for array in rows],
+            dtype(self.eps), dtype(self.momentum), self.training)
+        shape = self.moving_mean.shape
+        self.moving_mean, self.moving_var = moving_mean.reshape(shape), moving_var.reshape(shape)
+        self.cache = BatchLastCache((cache, self.training, x.shape))
+        return y.reshape(x.shape)
+
+    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
+        cache, training, x_shape = self._require_cache(batch_last=True)
+        grad_out = self._check_grad(grad_out, x_shape, batch_last=True)
+        grad_x, grad_gamma, grad_beta = batch_norm_rows_backward(
+            grad_out.reshape(self.num_features, -1), cache, training)
+        self.gamma.grad += grad_gamma.reshape(self.gamma.shape)
+        self.beta.grad += grad_beta.reshape(self.beta.shape)
+        return grad_x.reshape(x_shape)

@@ -5,6 +5,13 @@
 
 Each layer's backward turns the gradient with respect to its output into the gradient with
 respect to its input (and adds its parameter gradients to ``.grad`` on the way).
+
+The fast path. Layers that have ``forward_batch_last`` / ``backward_batch_last`` (the same
+math with the batch as the last axis, see windows.py) run that way: the input is moved to the
+batch-last layout once, before the first such layer, and back once, after the last; in between,
+every im2col, col2im and pooling slice is a long contiguous run. Hooks still fire per layer,
+with batch-first views (N, C, H, W) of the same arrays. ``use_batch_last = False`` turns the
+fast path off (each layer's plain forward/backward, as written in the textbook).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .module import Module
+from .windows import from_batch_last, to_batch_last
 
 
 class Sequential(Module):
@@ -36,16 +44,66 @@ class Sequential(Module):
         for position, layer in enumerate(self.layers):
             yield str(position), layer
 
+    use_batch_last = True
+
+    @property
+    def requires_input_grad(self) -> bool:
+        """Whether backward computes dL/dx; set False when x is data (the images), and the
+        first layer skips that work and backward returns None."""
+        return self.layers[0].requires_input_grad if self.layers else True
+
+    @requires_input_grad.setter
+    def requires_input_grad(self, value: bool) -> None:
+        if self.layers:
+            self.layers[0].requires_input_grad = bool(value)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        x = np.asarray(x)
+        # which layers run batch-last, remembered for backward
+        batch_last = [self.use_batch_last and x.ndim >= 2 and layer.supports_batch_last
+                      for layer in self.layers]
+        self.cache = batch_last
+        x_is_batch_last = False
+        for layer, fast in zip(self.layers, batch_last):
+            if fast != x_is_batch_last:
+                x = to_batch_last(x) if fast else from_batch_last(x)
+                x_is_batch_last = fast
+            if not fast:
+                x = layer(x)
+                continue
+            y = layer.forward_batch_last(x)
+            for hook in layer._forward_hooks:
+                hook(layer, from_batch_last(x), from_batch_last(y))
+            x = y
+        return np.ascontiguousarray(from_batch_last(x)) if x_is_batch_last else x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        batch_last = self.cache or [False] * len(self.layers)
         grad = grad_out
-        for layer in reversed(self.layers):
-            grad = layer.run_backward(grad)
+        grad_is_batch_last = False
+        for layer, fast in zip(reversed(self.layers), reversed(batch_last)):
+            if grad is None:  # the layer after this one skipped its input gradient
+                break
+            if fast != grad_is_batch_last:
+                grad = to_batch_last(grad) if fast else from_batch_last(grad)
+                grad_is_batch_last = fast
+            if not fast:
+                grad = layer.run_backward(grad)
+                continue
+            grad_in = layer.backward_batch_last(grad)
+            for hook in layer._backward_hooks:
+                hook(layer, from_batch_last(grad),
+                     None if grad_in is None else from_batch_last(grad_in))
+            grad = grad_in
+        if grad is not None and grad_is_batch_last:
+            grad = np.ascontiguousarray(from_batch_last(grad))
         return grad
+
+    def summary(self, input_shape: tuple, batch_size: int = 1):
+        """Output shape, parameter count and forward MACs of every layer for an input of
+        shape (batch_size, *input_shape); print it for the table. See ``npnet/summary.py``."""
+        from .summary import summary  # summary.py imports this module
+        return summary(self, input_shape, batch_size=batch_size)
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)

@@ -8,6 +8,10 @@ Backward, from dL/dy (N, out) — derivation in docs/backprop.md, section "Linea
     dL/dx = dL/dy W            (N, out) @ (out, in)  -> (N, in)
     dL/dW = (dL/dy)^T x        (out, N) @ (N, in)    -> (out, in)
     dL/db = sum_n dL/dy[n]     (out,)
+
+With the batch last (the fast path of ``Sequential``), x^T (in, N) and y^T (out, N) are
+columns per sample, and the same products read y^T = W x^T + b, dL/dx^T = W^T dL/dy^T,
+dL/dW = dL/dy^T x.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import init
-from .module import Module, Parameter
+from .module import BatchLastCache, Module, Parameter
+from .windows import from_batch_last
 
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -74,4 +79,25 @@ class Linear(Module):
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
-        return grad_x
+        return grad_x if self.requires_input_grad else None
+
+    # ------------------------------------------------ the fast path, batch last (in, N)
+    supports_batch_last = True
+
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(from_batch_last(x), 2, "(N, C)", channels=self.in_features)
+        y = self.weight.data @ x  # (out, in) @ (in, N)
+        if self.bias is not None:
+            y += self.bias.data[:, None]
+        self.cache = BatchLastCache((x, y.shape))
+        return y
+
+    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray | None:
+        x, out_shape = self._require_cache(batch_last=True)
+        grad_out = self._check_grad(grad_out, out_shape, batch_last=True)
+        self.weight.grad += grad_out @ x.T  # (out, N) @ (N, in)
+        if self.bias is not None:
+            self.bias.grad += grad_out.sum(axis=1)
+        if not self.requires_input_grad:
+            return None
+        return self.weight.data.T @ grad_out  # (in, out) @ (out, N)

@@ -15,14 +15,19 @@ Max pooling sends each output's gradient to the position that won (the first, on
     dL/dx_padded[n, c, i*sh + a*, j*sw + b*] += dL/dy[n, c, i, j]
 
 Derivation in docs/backprop.md, section "Pooling".
+
+Average pooling's fast path (batch last, (C, H, W, N), what ``Sequential`` runs) writes the
+sum over the window as a sum of kh * kw slabs, one per kernel offset (a, b), each a strided
+view of x_padded with the N values of a pixel contiguous; its backward is col2im's offset loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .module import Module
-from .windows import check_fits, col2im, im2col, pad, pair
+from .module import BatchLastCache, Module
+from .windows import (check_fits, col2im, col2im_batch_last, from_batch_last, im2col, pad,
+                      pad_batch_last, pair, window_slab)
 
 
 class _Pool2d(Module):
@@ -73,6 +78,50 @@ class AvgPool2d(_Pool2d):
         share = (grad_out / (kh * kw)).astype(grad_out.dtype, copy=False)
         grad_windows = np.broadcast_to(share[..., None, None], (*y_shape, kh, kw))
         return col2im(grad_windows, self._padded_shape(x_shape), self.stride, self.padding)
+
+    # -------------------------------------------- the fast path, batch last (C, H, W, N)
+    supports_batch_last = True
+
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        x_first = self._check_input(from_batch_last(x), 4, "(N, C, H, W)")
+        check_fits(self.short_name(), x_first.shape, self.kernel_size, self.padding)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        C, H, W, N = x.shape
+        out_size = ((H + 2 * ph - kh) // self.stride[0] + 1,
+                    (W + 2 * pw - kw) // self.stride[1] + 1)
+        x_padded = pad_batch_last(x, self.padding)
+        # y = 1/(kh kw) sum_{a, b} x_padded[:, i*sh + a, j*sw + b, :]
+        y = window_slab(x_padded, 0, 0, out_size, self.stride).copy()
+        for a in range(kh):
+            for b in range(kw):
+                if (a, b) != (0, 0):
+                    y += window_slab(x_padded, a, b, out_size, self.stride)
+        y *= y.dtype.type(1.0 / (kh * kw))
+        self.cache = BatchLastCache((x.shape, y.shape))
+        return y
+
+    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
+        x_shape, y_shape = self._require_cache(batch_last=True)
+        grad_out = self._check_grad(grad_out, y_shape, batch_last=True)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        share = grad_out * grad_out.dtype.type(1.0 / (kh * kw))
+        C, Ho, Wo, N = y_shape
+        if self._windows_tile(x_shape[1:3], (Ho, Wo)):
+            # every input pixel lies in exactly one window: it gets that window's share
+            grad_x = np.empty(x_shape, dtype=share.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    window_slab(grad_x, a, b, (Ho, Wo), self.stride)[...] = share
+            return grad_x
+        grad_windows = np.broadcast_to(share[:, None, None], (C, kh, kw, Ho, Wo, N))
+        padded_shape = (C, x_shape[1] + 2 * ph, x_shape[2] + 2 * pw, N)
+        return col2im_batch_last(grad_windows, padded_shape, self.stride, self.padding)
+
+    def _windows_tile(self, in_size: tuple, out_size: tuple) -> bool:
+        """Whether the windows cover the input exactly once (stride = kernel, no padding, and
+        the size a multiple of the kernel): LeNet's AvgPool2d(2, 2) on 24x24 and 8x8."""
+        return (self.stride == self.kernel_size and self.padding == (0, 0)
+                and in_size == (out_size[0] * self.stride[0], out_size[1] * self.stride[1]))
 
 
 class MaxPool2d(_Pool2d):
