@@ -2,6 +2,7 @@
 
 With the batch last (the fast path of ``Sequential``), (d_1, ..., d_k, N) -> (d_1 * ... * d_k, N):
 the features are merged in the same order, so the next Linear layer sees the same numbers.
+(docs/backprop.md, section "Flatten".)
 """
 
 from __future__ import annotations

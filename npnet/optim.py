@@ -5,6 +5,8 @@ For each parameter p with gradient g (shapes equal):
     g = g + weight_decay * p                  (L2 penalty weight_decay/2 * ||p||^2)
     v = momentum * v + g                      (only when momentum > 0; v starts at g)
     p = p - lr * v                            (v = g without momentum)
+
+(docs/backprop.md, section "SGD".)
 """
 
 from __future__ import annotations
