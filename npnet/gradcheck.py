@@ -130,8 +130,10 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
     """
     rng = np.random.default_rng(seed)
     saved_state, saved_mode, saved_dtype = module.state_dict(), module.training, module.dtype
+    saved_input_grad = module.requires_input_grad
     mode = saved_mode if training is None else training
     module.astype(np.float64).train(mode)
+    module.requires_input_grad = check_input  # a first layer may otherwise skip dL/dx
     x = np.array(x, dtype=np.float64)  # our own copy, nudged in place below
     try:
         if loss is None and grad_out is None:
@@ -184,3 +186,4 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
         module.load_state_dict(saved_state)
         module.zero_grad()
         module.train(saved_mode)
+        module.requires_input_grad = saved_input_grad

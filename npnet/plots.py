@@ -1,0 +1,91 @@
+"""Pictures of a training run, saved as PNG files.
+
+- ``plot_history(history, path)``: the learning curves (train loss, train accuracy, test
+  accuracy against the epoch), the picture the book's ``Animator`` draws during training;
+- ``plot_predictions(model, x, y, class_names, path)``: test images with the predicted and
+  the true label, wrong predictions in red.
+
+The figures are drawn with ``matplotlib.figure.Figure`` and the Agg canvas directly, not with
+``pyplot``: importing this module never changes the user's matplotlib backend or opens a
+window, and it works on a machine without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def plot_history(history, path: str | os.PathLike, title: str | None = None) -> None:
+    """Save the learning curves of a ``History`` (from ``npnet.train.fit``) as a PNG.
+
+    One axis, x = epoch (1, 2, ...), like the book's figures: train loss, train acc and,
+    when measured, test acc.
+    """
+    epochs = np.arange(1, len(history) + 1)
+    figure = Figure(figsize=(5.5, 3.8), layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(epochs, history.train_loss, "-", marker=".", label="train loss")
+    axes.plot(epochs, history.train_acc, "--", marker=".", label="train acc")
+    measured = [(epoch, acc) for epoch, acc in zip(epochs, history.test_acc) if acc is not None]
+    if measured:
+        axes.plot(*zip(*measured), "-.", marker=".", label="test acc")
+    axes.set_xlabel("epoch")
+    axes.set_xlim(0.8, max(len(history), 1) + 0.2)
+    axes.xaxis.get_major_locator().set_params(integer=True)  # no epoch 2.5
+    axes.grid(True, alpha=0.4)
+    axes.legend()
+    if title:
+        axes.set_title(title)
+    _save(figure, path)
+
+
+def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str | os.PathLike,
+                     n: int = 18, only_mistakes: bool = False, columns: int = 9) -> None:
+    """Save a grid of the first ``n`` images of x (N, 1, H, W) with the model's predictions.
+
+    Each image is titled with the predicted class and, below, the true one from y (N,);
+    wrong predictions are drawn in red. ``class_names[k]`` names class k (None: the class
+    numbers). With ``only_mistakes=True`` the grid shows the first n misclassified images.
+    The model runs in evaluation mode and is put back in the mode it was in.
+    """
+    x, y = np.asarray(x, dtype=model.dtype), np.asarray(y)
+    was_training = model.training
+    model.eval()
+    try:
+        # predict in chunks: only_mistakes may have to look far into x
+        predicted = np.concatenate([model(x[start:start + 1000]).argmax(axis=1)
+                                    for start in range(0, len(x), 1000)])
+    finally:
+        model.train(was_training)
+    shown = np.flatnonzero(predicted != y) if only_mistakes else np.arange(len(x))
+    shown = shown[:n]
+
+    name = (lambda k: str(k)) if class_names is None else (lambda k: str(class_names[k]))
+    columns = max(1, min(columns, len(shown)))
+    rows = max(1, math.ceil(len(shown) / columns))
+    figure = Figure(figsize=(1.3 * columns, 1.65 * rows), layout="constrained")
+    for position, index in enumerate(shown):
+        axes = figure.add_subplot(rows, columns, position + 1)
+        axes.imshow(x[index, 0], cmap="gray_r")
+        wrong = predicted[index] != y[index]
+        axes.set_title(f"{name(predicted[index])}\n(true: {name(y[index])})", fontsize=8,
+                       color="red" if wrong else "black")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if wrong:  # a red frame as well as a red title
+            for spine in axes.spines.values():
+                spine.set_color("red")
+                spine.set_linewidth(2)
+    if len(shown) == 0:
+        figure.text(0.5, 0.5, "no mistakes" if only_mistakes else "no images", ha="center")
+    _save(figure, path)
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> None:
+    FigureCanvasAgg(figure)  # attaches the Agg canvas; pyplot's global state is never touched
+    figure.savefig(path, dpi=100)

@@ -1,0 +1,251 @@
+"""Training a classifier: the loop of d2l's ``train_ch6``, with a progress bar and a history.
+
+One training step is the same five lines in every framework:
+
+    optimizer.zero_grad()                   # forget the last step's gradients
+    logits = model(x)                       # forward:  x (N, C, H, W) -> logits (N, K)
+    loss = criterion(logits, y)             # mean cross-entropy over the batch
+    model.backward(criterion.backward())    # backward: dL/dlogits (N, K) -> every .grad
+    optimizer.step()                        # p <- p - lr * dL/dp
+
+``fit`` repeats it over the mini-batches of the training set for a number of epochs and,
+after each epoch, measures the accuracy on the test set with ``evaluate``. It prints one line
+per epoch, as the book does::
+
+    epoch 3/10: loss 0.059, train acc 0.983, test acc 0.968, 10758.5 examples/sec, 6.0 s
+
+and returns a ``History`` with the same numbers, ready for ``npnet.plots.plot_history``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import atomic_write
+from .datasets import DataLoader
+from .loss import CrossEntropyLoss
+from .optim import SGD
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite: training diverged (most often, lr is too high)."""
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one list entry per epoch (entry 0 is epoch 1).
+
+    - train_loss: mean training loss over the epoch's batches (each weighted by its size)
+    - train_acc: fraction of training images classified correctly, measured in training
+      mode on the fly while the weights change, as the book's ``train_ch6`` does
+    - test_acc, test_loss: on the test set after the epoch, in evaluation mode (None when
+      ``fit`` had no test data)
+    - epoch_time: seconds for the whole epoch, training and evaluation
+    - examples_per_sec: training images per second (training steps only)
+    """
+
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    epoch_time: list = field(default_factory=list)
+    examples_per_sec: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """The number of epochs recorded."""
+        return len(self.train_loss)
+
+    def best_epoch(self) -> int | None:
+        """The epoch (counted from 1) with the highest test accuracy; None without test data."""
+        measured = [(acc, epoch) for epoch, acc in enumerate(self.test_acc, 1) if acc is not None]
+        if not measured:
+            return None
+        # max over (accuracy, -epoch): the earliest epoch wins a tie
+        return max(measured, key=lambda pair: (pair[0], -pair[1]))[1]
+
+    def to_dict(self) -> dict:
+        """A plain dict of lists (JSON-ready): ``{'train_loss': [...], ...}``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"History.from_dict: unknown entries {unknown}; expected {names}")
+        history = cls(**{name: list(data.get(name, [])) for name in names})
+        lengths = {name: len(getattr(history, name)) for name in names}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"History.from_dict: the lists must all have one entry per epoch; "
+                             f"got lengths {lengths}")
+        return history
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the history as JSON, atomically (see ``npnet/atomic.py``)."""
+        with atomic_write(path, "w") as file:
+            json.dump(self.to_dict(), file, indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        with open(path) as file:
+            return cls.from_dict(json.load(file))
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
+             return_loss: bool = False):
+    """Accuracy of ``model`` on images x (N, C, H, W) with labels y (N,), in evaluation mode.
+
+    The model is put in evaluation mode (BatchNorm uses its moving averages) and put back in
+    the mode it was in. Batches of ``batch_size`` keep the memory small.
+
+    Returns the accuracy, a float in [0, 1]; with ``return_loss=True`` the pair
+    ``(accuracy, mean cross-entropy loss)``.
+    """
+    x = np.asarray(x, dtype=model.dtype)
+    accuracy, loss = _evaluate_batches(model, DataLoader(x, y, batch_size=batch_size))
+    return (accuracy, loss) if return_loss else accuracy
+
+
+def _evaluate_batches(model, batches) -> tuple[float, float]:
+    """(accuracy, mean loss) over an iterable of (x, y) batches, in evaluation mode."""
+    criterion = CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    try:
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in batches:
+            logits = model(x)
+            loss_sum += criterion(logits, y) * len(y)
+            correct += int((logits.argmax(axis=1) == y).sum())
+            seen += len(y)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate got no examples")
+    return correct / seen, loss_sum / seen
+
+
+def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
+        batch_size: int = 256, optimizer=None, loss=None, seed: int | None = None,
+        history: History | None = None, on_epoch_end: Callable | None = None,
+        progress: bool = True, verbose: bool = True) -> History:
+    """Train ``model`` for ``epochs`` epochs of mini-batch gradient descent.
+
+    Inputs:
+    - model: an npnet Module mapping images (N, C, H, W) to logits (N, K)
+    - train_data: a pair ``(x_train, y_train)`` of arrays, x (N, C, H, W) and integer
+      labels y (N,), cut into shuffled batches of ``batch_size`` every epoch; or a
+      ``DataLoader`` (or any iterable of ``(x, y)`` batches), used as it is
+    - test_data: ``(x_test, y_test)`` or a DataLoader; evaluated after every epoch
+    - epochs: how many epochs to train in this call
+    - lr: the learning rate of the default optimizer, ``SGD(model.parameters(), lr)``
+    - optimizer: any object with ``zero_grad()`` and ``step()``; then ``lr`` is not used
+    - loss: the criterion, ``CrossEntropyLoss()`` by default
+    - seed: seed of the shuffling, for a repeatable run (the weights are seeded by
+      ``npnet.manual_seed`` before the model is built)
+    - history: a ``History`` to continue (e.g. from a checkpoint): new epochs are appended
+      and numbered after the ones it holds
+    - on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch, epoch
+      counted from 1, e.g. to save a checkpoint
+    - progress: show a progress bar over the batches of each epoch
+    - verbose: print one summary line per epoch
+
+    Returns the ``History``. Raises ``DivergenceError`` if the loss becomes NaN or infinite.
+    """
+    history = History() if history is None else history
+    first, last = len(history) + 1, len(history) + epochs
+    dtype = model.dtype or np.float32
+    if seed is not None:
+        seed += len(history)  # a resumed run should not replay the first epochs' order
+    train_batches = _as_batches(train_data, dtype, batch_size, shuffle=True, seed=seed)
+    test_batches = None if test_data is None else _as_batches(test_data, dtype, 1000)
+    optimizer = SGD(model.parameters(), lr=lr) if optimizer is None else optimizer
+    criterion = CrossEntropyLoss() if loss is None else loss
+
+    # The images need no gradient, so the first layer may skip computing it (a third of a
+    # convolution's backward), as PyTorch does for inputs that do not require grad.
+    input_grad_before = model.requires_input_grad
+    model.requires_input_grad = False
+    try:
+        for epoch in range(first, last + 1):
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            start = time.perf_counter()
+            with tqdm(train_batches, desc=f"epoch {epoch}/{last}", unit="batch", leave=False,
+                      disable=not progress) as bar:
+                for step, (x, y) in enumerate(bar, start=1):
+                    optimizer.zero_grad()                 # backward adds into .grad
+                    logits = model(x)                     # (N, C, H, W) -> (N, K)
+                    batch_loss = criterion(logits, y)     # mean over the N examples
+                    if not math.isfinite(batch_loss):     # NaN or inf: every later step is lost
+                        raise DivergenceError(_divergence_message(batch_loss, epoch, step,
+                                                                  train_batches, optimizer))
+                    model.backward(criterion.backward())  # dL/dlogits (N, K) -> every .grad
+                    optimizer.step()                      # p <- p - lr * dL/dp
+
+                    # running totals; the loss is a batch mean, so weight it by the batch size
+                    loss_sum += batch_loss * len(y)
+                    correct += int((logits.argmax(axis=1) == y).sum())
+                    seen += len(y)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                    refresh=False)
+            train_seconds = time.perf_counter() - start
+
+            test_acc = test_loss = None
+            if test_batches is not None:
+                test_acc, test_loss = _evaluate_batches(model, test_batches)
+            history.train_loss.append(loss_sum / seen)
+            history.train_acc.append(correct / seen)
+            history.test_acc.append(test_acc)
+            history.test_loss.append(test_loss)
+            history.epoch_time.append(time.perf_counter() - start)
+            history.examples_per_sec.append(seen / train_seconds)
+            if verbose:
+                print(_summary_line(history, epoch, last), flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, history)
+    finally:
+        model.requires_input_grad = input_grad_before
+    return history
+
+
+def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int | None = None):
+    """(x, y) arrays -> a DataLoader over them, x cast once to the model's dtype; a
+    DataLoader (or other iterable of batches) is returned unchanged."""
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(f"expected data as a pair (x, y) or a DataLoader; got a "
+                             f"{type(data).__name__} of length {len(data)}")
+        x, y = data
+        return DataLoader(np.asarray(x, dtype=dtype), np.asarray(y), batch_size=batch_size,
+                          shuffle=shuffle, seed=seed)
+    return data
+
+
+def _divergence_message(loss: float, epoch: int, step: int, batches, optimizer) -> str:
+    steps = len(batches) if hasattr(batches, "__len__") else None
+    lr = getattr(optimizer, "lr", None)
+    at_lr = "" if lr is None else f" with lr={lr:g}"
+    lower = "" if lr is None else f" (e.g. lr={lr / 10:g})"
+    of_steps = "" if steps is None else f" of {steps}"
+    return (f"the loss became {loss} at epoch {epoch}, step {step}{of_steps}{at_lr}: "
+            f"training diverged. Try a lower learning rate{lower}; also check that the "
+            f"inputs are scaled (e.g. pixels in [0, 1]) and contain no NaN.")
+
+
+def _summary_line(history: History, epoch: int, last: int) -> str:
+    """One line like the book's: ``epoch 3/10: loss 0.059, train acc 0.983, ... 6.0 s``."""
+    line = (f"epoch {epoch}/{last}: loss {history.train_loss[-1]:.3f}, "
+            f"train acc {history.train_acc[-1]:.3f}")
+    if history.test_acc[-1] is not None:
+        line += f", test acc {history.test_acc[-1]:.3f}"
+    return line + (f", {history.examples_per_sec[-1]:.1f} examples/sec, "
+                   f"{history.epoch_time[-1]:.1f} s")

@@ -1,0 +1,94 @@
+"""examples/train_lenet.py end to end, as a user runs it: a subprocess in a temporary folder.
+
+NPNET_DATA, HOME and XDG_CACHE_HOME point into the temporary folder, so nothing is found or
+downloaded from elsewhere, and nothing is written outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "train_lenet.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    empty = tmp_path / "data"
+    empty.mkdir(exist_ok=True)
+    env = dict(os.environ, MPLBACKEND="Agg", NPNET_DATA=str(empty), HOME=str(tmp_path),
+               XDG_CACHE_HOME=str(tmp_path / "cache"), MPLCONFIGDIR=str(tmp_path / "mpl"))
+    result = subprocess.run([sys.executable, str(SCRIPT), *args, "--no-progress"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One epoch on 1,000 digits of the sample, into the default folder runs/sample-bn."""
+    tmp_path = tmp_path_factory.mktemp("example")
+    result = run_example(tmp_path, "--dataset", "sample", "--epochs", "1", "--limit", "1000")
+    return tmp_path, result
+
+
+def test_the_example_writes_its_four_files(first_run):
+    tmp_path, result = first_run
+    out = tmp_path / "runs" / "sample-bn"
+    for name in ("learning_curves.png", "predictions.png"):
+        content = (out / name).read_bytes()
+        assert content.startswith(PNG_SIGNATURE), name
+        assert len(content) > 10_000, f"{name} is only {len(content)} bytes"
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as checkpoint:
+        assert "model/0.weight" in checkpoint.files
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["train_loss"]) == 1
+    assert "epoch 1/1: loss" in result.stdout
+    assert "final test acc" in result.stdout and str(Path("runs") / "sample-bn") in result.stdout
+    # everything stayed inside the temporary folder, and nothing was downloaded
+    assert not any((tmp_path / "data").iterdir())
+    assert not (tmp_path / "cache" / "npnet").exists()
+
+
+def test_resume_continues_the_run(first_run):
+    tmp_path, _ = first_run
+    result = run_example(tmp_path, "--dataset", "sample", "--epochs", "2", "--limit", "1000",
+                         "--resume")
+    assert "resuming" in result.stdout and "after epoch 1" in result.stdout
+    assert "epoch 2/2: loss" in result.stdout and "epoch 1/" not in result.stdout
+    history = json.loads((tmp_path / "runs" / "sample-bn" / "history.json").read_text())
+    assert len(history["train_loss"]) == len(history["test_acc"]) == 2
+
+
+def test_mnist_missing_falls_back_to_the_sample_in_one_line(tmp_path):
+    result = run_example(tmp_path, "--no-download", "--epochs", "1", "--limit", "300",
+                         "--no-batchnorm", "--init", "default")
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith("MNIST is not on this machine and downloading is off")
+    assert "lr 0.9" in result.stdout  # the book's rate for the plain LeNet
+    assert (tmp_path / "runs" / "sample-plain" / "checkpoint.npz").is_file()
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg", NPNET_DATA=str(tmp_path), HOME=str(tmp_path),
+               XDG_CACHE_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "sample", "--resume"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "there is no" in result.stderr and "checkpoint.npz" in result.stderr
+
+
+def test_help_explains_every_option():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    for option in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--lr",
+                   "--no-batchnorm", "--seed", "--init", "--out", "--resume", "--no-download",
+                   "--limit"):
+        assert option in result.stdout
