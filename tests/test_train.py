@@ -205,3 +205,13 @@ def test_history_rejects_ragged_or_unknown_entries():
         History.from_dict({"train_loss": [1.0, 0.5], "train_acc": [0.5]})
     with pytest.raises(ValueError, match="unknown entries"):
         History.from_dict({"accuracy": [0.5]})
+
+
+def test_fit_skips_the_first_layers_input_gradient_and_restores_the_flag():
+    x, y = tiny_data()
+    net = lenet()
+    seen = []
+    net[0].register_backward_hook(lambda layer, grad_out, grad_in: seen.append(grad_in))
+    fit(net, (x, y), epochs=1, lr=0.1, batch_size=32, progress=False, verbose=False)
+    assert seen and all(grad_in is None for grad_in in seen)  # the images need no gradient
+    assert net.requires_input_grad is True
