@@ -369,7 +369,11 @@ def main() -> None:
     if use_torch:
         import torch
         print(f", torch {torch.__version__}", end="")
-    print()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    print(f"; load average {load:.2f} before the run")
+    if load > 0.9:
+        print("note: other processes are running; with 2 threads OpenBLAS then waits for a "
+              "busy core (see benchmarks/README.md), and the numbers mean little")
 
     images, labels = make_batch(BATCH)
     sides = {"npnet": npnet_sides()}
@@ -412,6 +416,9 @@ def main() -> None:
         print(f"npnet's peak by tracemalloc (numpy allocations during one step, after a first "
               f"step): {tracemalloc_peak_mib():.1f} MiB")
     if args.profile:
+        if args.threads > 1 and load > 0.9:
+            print("\nnote: the per-layer profile at more than one thread is only meaningful on "
+                  "an idle machine: each OpenBLAS product may wait for a core (rows of ~16 ms)")
         profile(3 if args.quick else 20)
 
 

@@ -90,8 +90,9 @@ def row_sum(x: np.ndarray) -> np.ndarray:
 
 
 def row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x, y (F, M) -> (F, 1), sum_m x[f, m] y[f, m], without the temporary x * y."""
-    return np.vecdot(x, y)[:, None]
+    """x, y (F, M) -> (F, 1), sum_m x[f, m] y[f, m], without the temporary x * y: one
+    (1, M) @ (M, 1) product per row (f1m,fm1 -> f11)."""
+    return (x[:, None, :] @ y[:, :, None])[:, 0]
 
 
 def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, training):
@@ -100,7 +101,7 @@ def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, trai
     Returns (y (F, M), moving_mean, moving_var, cache) like ``batch_norm``; in evaluation
     mode the cache holds (x, moving_mean) where training mode holds x_hat.
     """
-    M = x.shape[1]
+    M = x.dtype.type(x.shape[1])  # in x's dtype: numpy 1.x turns float32 / 147456 into float64
     if not training:
         # gamma (x - moving_mean) inv_std + beta as one scale and one shift per row: two
         # passes over x instead of four; backward recomputes x_hat if it is ever needed
@@ -128,13 +129,17 @@ def batch_norm_rows_backward(grad_out, cache, training):
     if not training:
         x, moving_mean = x_hat
         x_hat = (x - moving_mean) * inv_std
-    M = x_hat.shape[1]
+    M = x_hat.dtype.type(x_hat.shape[1])  # keeps float32 on numpy 1.x (see batch_norm_rows)
     grad_gamma = row_dot(grad_out, x_hat)
     grad_beta = row_sum(grad_out)
     if not training:
         return grad_out * (gamma * inv_std), grad_gamma, grad_beta
-    # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy
-    grad_x = (gamma * inv_std) * (grad_out - grad_beta / M - x_hat * (grad_gamma / M))
+    # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy, computed in
+    # one array (no temporaries of x's size)
+    grad_x = x_hat * (grad_gamma / M)  # x_hat mean(g x_hat) / gamma
+    np.subtract(grad_out, grad_x, out=grad_x)
+    grad_x -= grad_beta / M  # mean(g) / gamma
+    grad_x *= gamma * inv_std
     return grad_x, grad_gamma, grad_beta
 
 
