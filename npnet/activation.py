@@ -16,7 +16,9 @@ from .module import Module
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), computed as (1 + tanh(x / 2)) / 2: the same function, but it never
-    overflows for large |x| (exp(1000) would) and tanh is the faster kernel in NumPy."""
+    overflows for large |x| (exp(1000) would) and tanh is the faster kernel in NumPy.
+    (Rounding is the same in absolute terms, ~1e-16 in float64; for x below about -10 the
+    tiny result loses relative precision, and below about -37 it is exactly 0.)"""
     y = x * x.dtype.type(0.5)
     np.tanh(y, out=y)  # in place: the four steps share one array
     y += 1

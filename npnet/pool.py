@@ -52,7 +52,8 @@ class _Pool2d(Module):
             text += f", padding={show(self.padding)}"
         return text
 
-    def _windows(self, x: np.ndarray, pad_value: float) -> np.ndarray:
+    def _windows(self, x: np.ndarray, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
+        """The checked input x (N, C, H, W) and its windows (N, C, Ho, Wo, kh, kw)."""
         x = self._check_input(x, 4, "(N, C, H, W)")
         check_fits(self.short_name(), x.shape, self.kernel_size, self.padding)
         return x, im2col(pad(x, self.padding, pad_value), self.kernel_size, self.stride)
