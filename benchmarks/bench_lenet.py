@@ -332,16 +332,16 @@ def profile(iterations: int) -> None:
     total_backward = sum(row[2] for row in rows)
     print(f"\nnpnet LeNet-BN, training mode, batch {BATCH}, milliseconds per step "
           f"(median of {iterations})")
-    print(f"{'layer':<34} {'forward':>8} {'backward':>9}")
+    print(f"{'layer':<40} {'forward':>8} {'backward':>9}")
     for name, forward_ms, backward_ms in rows:
-        print(f"{name:<34} {forward_ms:8.3f} {backward_ms:9.3f}")
-    print(f"{'total':<34} {total_forward:8.3f} {total_backward:9.3f}")
+        print(f"{name:<40} {forward_ms:8.3f} {backward_ms:9.3f}")
+    print(f"{'total':<40} {total_forward:8.3f} {total_backward:9.3f}")
     batch = EVAL_BATCHES[-1]
     rows = profile_evaluation(model, make_batch(batch)[0], iterations)
     print(f"\nevaluation mode, batch {batch}, milliseconds (median of {iterations})")
     for name, forward_ms in rows:
-        print(f"{name:<34} {forward_ms:8.3f}")
-    print(f"{'total':<34} {sum(row[1] for row in rows):8.3f}")
+        print(f"{name:<40} {forward_ms:8.3f}")
+    print(f"{'total':<40} {sum(row[1] for row in rows):8.3f}")
 
 
 # ----------------------------------------------------------------------------------- main
