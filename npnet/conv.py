@@ -38,7 +38,7 @@ import numpy as np
 from . import init
 from .module import BatchLastCache, Module, Parameter
 from .windows import (check_fits, col2im, col2im_batch_last, from_batch_last, im2col,
-                      im2col_batch_last, pad, pad_batch_last, pair)
+                      im2col_batch_last, output_size, pad, pad_batch_last, pair)
 
 
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
@@ -218,8 +218,8 @@ class Conv2d(Module):
         """The (C, kh, kw, Ho, Wo, N) array im2col writes into, reused while the input shape
         and dtype stay the same (a fresh 15 MB array every step costs page faults)."""
         C, H, W, N = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        shape = (C, kh, kw, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1, N)
+        Ho, Wo = output_size((H, W), self.kernel_size, self.stride, self.padding)
+        shape = (C, *self.kernel_size, Ho, Wo, N)
         buffer = getattr(self, "_cols", None)
         if buffer is None or buffer.shape != shape or buffer.dtype != x.dtype:
             buffer = self._cols = np.empty(shape, dtype=x.dtype)

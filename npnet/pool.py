@@ -27,7 +27,7 @@ import numpy as np
 
 from .module import BatchLastCache, Module
 from .windows import (check_fits, col2im, col2im_batch_last, from_batch_last, im2col, pad,
-                      pad_batch_last, pair, window_slab)
+                      output_size, pad_batch_last, pair, window_slab)
 
 
 class _Pool2d(Module):
@@ -86,10 +86,8 @@ class AvgPool2d(_Pool2d):
     def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
         x_first = self._check_input(from_batch_last(x), 4, "(N, C, H, W)")
         check_fits(self.short_name(), x_first.shape, self.kernel_size, self.padding)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        C, H, W, N = x.shape
-        out_size = ((H + 2 * ph - kh) // self.stride[0] + 1,
-                    (W + 2 * pw - kw) // self.stride[1] + 1)
+        kh, kw = self.kernel_size
+        out_size = output_size(x.shape[1:3], self.kernel_size, self.stride, self.padding)
         x_padded = pad_batch_last(x, self.padding)
         # y = 1/(kh kw) sum_{a, b} x_padded[:, i*sh + a, j*sw + b, :]
         y = window_slab(x_padded, 0, 0, out_size, self.stride).copy()

@@ -40,9 +40,11 @@ def pair(value, name: str, owner: str, minimum: int = 1) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Number of window positions along one axis: (size + 2 padding - kernel) // stride + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+def output_size(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(H, W) -> (Ho, Wo), the number of window positions along each axis:
+    Ho = (H + 2 ph - kh) // sh + 1, likewise Wo."""
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
 
 
 def pad(x: np.ndarray, padding: tuple[int, int], value: float = 0.0) -> np.ndarray:
@@ -121,8 +123,7 @@ def im2col_batch_last(x_padded: np.ndarray, kernel: tuple[int, int], stride: tup
     ``out``, if given, is the array to write into (reused between steps: no new allocation).
     """
     C, Hp, Wp, N = x_padded.shape
-    (kh, kw), (sh, sw) = kernel, stride
-    Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
+    (kh, kw), (Ho, Wo) = kernel, output_size((Hp, Wp), kernel, stride)
     if out is None:
         out = np.empty((C, kh, kw, Ho, Wo, N), dtype=x_padded.dtype)
     for a in range(kh):
