@@ -112,6 +112,37 @@ def conv2d_forward_batch_last(x: np.ndarray, weight: np.ndarray, bias: np.ndarra
     return y.reshape(O, Ho, Wo, N), cols
 
 
+EVAL_BLOCK_BYTES = 512 * 1024  # a block of windows that stays in the L2 cache
+
+
+def conv2d_forward_blocked(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                           stride: tuple[int, int], padding: tuple[int, int],
+                           block_bytes: int = EVAL_BLOCK_BYTES) -> np.ndarray:
+    """The same y (O, Ho, Wo, N) as ``conv2d_forward_batch_last``, a few output rows at a
+    time: im2col of those rows into a small buffer, then its matrix product, while the buffer
+    is still in the cache. Nothing is kept for a backward pass (evaluation mode).
+
+    Output rows i0..i1-1 read input rows i0*sh .. (i1-1)*sh + kh - 1 of x_padded.
+    """
+    O, C, kh, kw = weight.shape
+    (sh, _), K = stride, C * kh * kw
+    x_padded = pad_batch_last(x, padding)
+    Ho, Wo = output_size(x.shape[1:3], (kh, kw), stride, padding)
+    N = x.shape[3]
+    rows = min(Ho, max(1, block_bytes // (K * Wo * N * x.itemsize)))
+    buffer = np.empty((C, kh, kw, rows, Wo, N), dtype=x.dtype)
+    y = np.empty((O, Ho, Wo, N), dtype=np.result_type(x, weight))
+    for i0 in range(0, Ho, rows):
+        i1 = min(i0 + rows, Ho)
+        cols = im2col_batch_last(x_padded[:, i0 * sh:(i1 - 1) * sh + kh], (kh, kw), stride,
+                                 buffer[:, :, :, :i1 - i0])
+        np.matmul(weight.reshape(O, K), cols.reshape(K, -1),
+                  out=y[:, i0:i1].reshape(O, -1))  # oK,KM -> oM for these rows
+    if bias is not None:
+        y += bias[:, None, None, None]
+    return y
+
+
 def conv2d_backward_batch_last(grad_out: np.ndarray, cols: np.ndarray, weight: np.ndarray,
                                x_shape: tuple, stride: tuple[int, int],
                                padding: tuple[int, int], input_grad: bool = True):
@@ -198,14 +229,23 @@ class Conv2d(Module):
         self._check_input(from_batch_last(x), 4, "(N, C, H, W)", channels=self.in_channels)
         check_fits(self.short_name(), from_batch_last(x).shape, self.kernel_size, self.padding)
         bias = None if self.bias is None else self.bias.data
+        if not self.training:
+            # evaluation: the windows, block by block, never leave the cache; a backward pass
+            # (rare in evaluation) rebuilds them from x
+            y = conv2d_forward_blocked(x, self.weight.data, bias, self.stride, self.padding)
+            self.cache = BatchLastCache((None, x.shape, y.shape, x))
+            return y
         y, cols = conv2d_forward_batch_last(x, self.weight.data, bias, self.stride,
                                             self.padding, self._cols_buffer(x))
-        self.cache = BatchLastCache((cols, x.shape, y.shape))
+        self.cache = BatchLastCache((cols, x.shape, y.shape, None))  # cols holds x's values
         return y
 
     def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray | None:
-        cols, x_shape, y_shape = self._require_cache(batch_last=True)
+        cols, x_shape, y_shape, x = self._require_cache(batch_last=True)
         grad_out = self._check_grad(grad_out, y_shape, batch_last=True)
+        if cols is None:  # evaluation mode kept x: build its windows now
+            cols = im2col_batch_last(pad_batch_last(x, self.padding), self.kernel_size,
+                                     self.stride, self._cols_buffer(x))
         grad_x, grad_weight, grad_bias = conv2d_backward_batch_last(
             grad_out, cols, self.weight.data, x_shape, self.stride, self.padding,
             input_grad=self.requires_input_grad)

@@ -150,6 +150,23 @@ def test_blocked_matrix_products_equal_the_plain_ones(dtype):
     assert_close(conv.matmul_transposed_blocked(g, b), g @ b.T, dtype, "g @ b.T")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("config", [((3, 5), (1, 1), (0, 0)), ((3, 3), (2, 1), (1, 2)),
+                                    ((2, 3), (2, 2), (1, 0))], ids=str)
+@pytest.mark.parametrize("block_bytes", [1, 2000, 10 ** 9], ids=["one row", "some rows", "all"])
+def test_blocked_convolution_equals_the_whole_one(config, block_bytes, dtype):
+    """Evaluation mode's convolution, a few output rows at a time, against im2col of the
+    whole input; block_bytes=1 forces a block per output row."""
+    kernel, stride, padding = config
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 11, 9, 5)).astype(dtype)  # (C, H, W, N)
+    weight = rng.standard_normal((4, 2, *kernel)).astype(dtype)
+    bias = rng.standard_normal(4).astype(dtype)
+    expected, _ = conv.conv2d_forward_batch_last(x, weight, bias, stride, padding)
+    y = conv.conv2d_forward_blocked(x, weight, bias, stride, padding, block_bytes)
+    assert_close(y, expected, dtype, f"blocked convolution, block_bytes={block_bytes}")
+
+
 # ------------------------------------------------------------------------ whole networks
 def run_network(net, x, labels, fast, requires_input_grad=True):
     net.use_batch_last = fast
