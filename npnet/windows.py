@@ -122,13 +122,14 @@ def im2col_batch_last(x_padded: np.ndarray, kernel: tuple[int, int], stride: tup
 
     ``out``, if given, is the array to write into (reused between steps: no new allocation).
     """
-    C, Hp, Wp, N = x_padded.shape
-    (kh, kw), (Ho, Wo) = kernel, output_size((Hp, Wp), kernel, stride)
+    # the same windows as ``im2col``, a view (C, Ho, Wo, N, kh, kw) of x_padded, here copied
+    # in the order (C, kh, kw, Ho, Wo, N): for each (c, a, b), the slab x_padded[c, i*sh + a,
+    # j*sw + b, :], whose runs over n are contiguous
+    windows = sliding_window_view(x_padded, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    windows = windows.transpose(0, 4, 5, 1, 2, 3)
     if out is None:
-        out = np.empty((C, kh, kw, Ho, Wo, N), dtype=x_padded.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            out[:, a, b] = window_slab(x_padded, a, b, (Ho, Wo), stride)
+        return np.ascontiguousarray(windows)
+    np.copyto(out, windows)
     return out
 
 
