@@ -133,6 +133,27 @@ def im2col_batch_last(x_padded: np.ndarray, kernel: tuple[int, int], stride: tup
     return out
 
 
+def windows_by_rows(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                    block_bytes: int):
+    """im2col_batch_last a few output rows at a time: yields (i0, i1, cols) with cols
+    (C, kh, kw, i1 - i0, Wo, N), the windows of output rows i0 .. i1-1, about ``block_bytes``
+    each (at least one row).
+
+    Every block is written into the same small buffer, which stays in the cache while the
+    caller uses it; read a block before asking for the next. Output rows i0 .. i1-1 read input
+    rows i0*sh .. (i1-1)*sh + kh - 1 of x_padded.
+    """
+    C, Hp, Wp, N = x_padded.shape
+    (kh, kw), (sh, _) = kernel, stride
+    Ho, Wo = output_size((Hp, Wp), kernel, stride)
+    rows = min(Ho, max(1, block_bytes // (C * kh * kw * Wo * N * x_padded.itemsize)))
+    buffer = np.empty((C, kh, kw, rows, Wo, N), dtype=x_padded.dtype)
+    for i0 in range(0, Ho, rows):
+        i1 = min(i0 + rows, Ho)
+        yield i0, i1, im2col_batch_last(x_padded[:, i0 * sh:(i1 - 1) * sh + kh], kernel, stride,
+                                        buffer[:, :, :, :i1 - i0])
+
+
 def col2im_batch_last(grad_cols: np.ndarray, padded_shape: tuple, stride: tuple[int, int],
                       padding: tuple[int, int]) -> np.ndarray:
     """Adjoint of im2col_batch_last: grad_cols (C, kh, kw, Ho, Wo, N) -> grad_x (C, H, W, N).

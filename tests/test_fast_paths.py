@@ -155,16 +155,45 @@ def test_blocked_matrix_products_equal_the_plain_ones(dtype):
                                     ((2, 3), (2, 2), (1, 0))], ids=str)
 @pytest.mark.parametrize("block_bytes", [1, 2000, 10 ** 9], ids=["one row", "some rows", "all"])
 def test_blocked_convolution_equals_the_whole_one(config, block_bytes, dtype):
-    """Evaluation mode's convolution, a few output rows at a time, against im2col of the
-    whole input; block_bytes=1 forces a block per output row."""
+    """The convolution and its parameter gradients a few output rows at a time (evaluation,
+    and a first layer) against im2col of the whole input; block_bytes=1 forces a block per
+    output row."""
     kernel, stride, padding = config
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 11, 9, 5)).astype(dtype)  # (C, H, W, N)
     weight = rng.standard_normal((4, 2, *kernel)).astype(dtype)
     bias = rng.standard_normal(4).astype(dtype)
-    expected, _ = conv.conv2d_forward_batch_last(x, weight, bias, stride, padding)
+    expected, cols = conv.conv2d_forward_batch_last(x, weight, bias, stride, padding)
     y = conv.conv2d_forward_blocked(x, weight, bias, stride, padding, block_bytes)
     assert_close(y, expected, dtype, f"blocked convolution, block_bytes={block_bytes}")
+
+    grad_out = rng.standard_normal(y.shape).astype(dtype)
+    _, grad_weight, grad_bias = conv.conv2d_backward_batch_last(
+        grad_out, cols, weight, x.shape, stride, padding, input_grad=False)
+    blocked = conv.conv2d_weight_grad_blocked(grad_out, x, weight.shape, stride, padding,
+                                              block_bytes)
+    assert_close(blocked[0], grad_weight, dtype, "blocked dL/dW")
+    assert_close(blocked[1], grad_bias, dtype, "blocked dL/db")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_a_convolution_asked_for_its_input_gradient_only_after_the_forward(dtype):
+    """The forward of a layer without ``requires_input_grad`` keeps x, not its windows; if
+    the flag is turned on before backward, dL/dx must still come out right."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 2, 7, 8)).astype(dtype)
+    grad_out = rng.standard_normal((3, 4, 7, 4)).astype(dtype)
+    results = []
+    for switch in (False, True):
+        npnet.manual_seed(0)
+        layer = npnet.Conv2d(2, 4, 3, stride=(1, 2), padding=1).astype(dtype)
+        layer.requires_input_grad = not switch
+        y = layer.forward_batch_last(to_batch_last(x))
+        layer.requires_input_grad = True
+        grad_x = layer.backward_batch_last(to_batch_last(grad_out))
+        results.append((y, grad_x, layer.weight.grad.copy(), layer.bias.grad.copy()))
+    for name, kept, rebuilt in zip(["y", "dL/dx", "dL/dW", "dL/db"], *results):
+        assert_close(rebuilt, kept, dtype, name)
 
 
 # ------------------------------------------------------------------------ whole networks
