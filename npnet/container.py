@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .fused import BatchNormSigmoidPool
 from .module import Module
 from .windows import from_batch_last, to_batch_last
 
@@ -45,6 +46,7 @@ class Sequential(Module):
             yield str(position), layer
 
     use_batch_last = True
+    use_fusion = True  # BatchNorm -> Sigmoid -> AvgPool2d as one step on the fast path (fused.py)
 
     @property
     def requires_input_grad(self) -> bool:
@@ -57,42 +59,55 @@ class Sequential(Module):
         if self.layers:
             self.layers[0].requires_input_grad = bool(value)
 
+    def _steps(self, x: np.ndarray) -> list:
+        """[(step, fast)]: each layer, or a fused BatchNorm-Sigmoid-AvgPool2d triple, and
+        whether it runs on the batch-last fast path."""
+        steps, position = [], 0
+        while position < len(self.layers):
+            layer = self.layers[position]
+            fast = self.use_batch_last and x.ndim >= 2 and layer.supports_batch_last
+            following = self.layers[position:position + 3]
+            if fast and self.use_fusion and BatchNormSigmoidPool.fits(following):
+                steps.append((BatchNormSigmoidPool(*following), True))
+                position += 3
+            else:
+                steps.append((layer, fast))
+                position += 1
+        return steps
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        # which layers run batch-last, remembered for backward
-        batch_last = [self.use_batch_last and x.ndim >= 2 and layer.supports_batch_last
-                      for layer in self.layers]
-        self.cache = batch_last
+        steps = self.cache = self._steps(x)  # remembered for backward
         x_is_batch_last = False
-        for layer, fast in zip(self.layers, batch_last):
+        for step, fast in steps:
             if fast != x_is_batch_last:
                 x = to_batch_last(x) if fast else from_batch_last(x)
                 x_is_batch_last = fast
             if not fast:
-                x = layer(x)
+                x = step(x)
                 continue
-            y = layer.forward_batch_last(x)
-            for hook in layer._forward_hooks:
-                hook(layer, from_batch_last(x), from_batch_last(y))
+            y = step.forward_batch_last(x)
+            for hook in getattr(step, "_forward_hooks", ()):  # a fused step has none
+                hook(step, from_batch_last(x), from_batch_last(y))
             x = y
         return np.ascontiguousarray(from_batch_last(x)) if x_is_batch_last else x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        batch_last = self.cache or [False] * len(self.layers)
+        steps = self.cache or [(layer, False) for layer in self.layers]
         grad = grad_out
         grad_is_batch_last = False
-        for layer, fast in zip(reversed(self.layers), reversed(batch_last)):
+        for step, fast in reversed(steps):
             if grad is None:  # the layer after this one skipped its input gradient
                 break
             if fast != grad_is_batch_last:
                 grad = to_batch_last(grad) if fast else from_batch_last(grad)
                 grad_is_batch_last = fast
             if not fast:
-                grad = layer.run_backward(grad)
+                grad = step.run_backward(grad)
                 continue
-            grad_in = layer.backward_batch_last(grad)
-            for hook in layer._backward_hooks:
-                hook(layer, from_batch_last(grad),
+            grad_in = step.backward_batch_last(grad)
+            for hook in getattr(step, "_backward_hooks", ()):
+                hook(step, from_batch_last(grad),
                      None if grad_in is None else from_batch_last(grad_in))
             grad = grad_in
         if grad is not None and grad_is_batch_last:

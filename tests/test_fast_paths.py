@@ -296,6 +296,63 @@ def test_hooks_fire_per_layer_with_batch_first_arrays():
     assert seen_backward[-1][1:] == ((5, 6, 24, 24), None)  # the first layer skipped it
 
 
+# ------------------------------------------------------- BatchNorm -> Sigmoid -> AvgPool2d
+def block_net(pool):
+    return npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), npnet.BatchNorm(3, 4),
+                            npnet.Sigmoid(), pool, npnet.Flatten())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2), (3, 1)],
+                         ids=["AvgPool2d(2, 2)", "AvgPool2d(3, stride 2)", "AvgPool2d(3, 1)"])
+def test_fused_batchnorm_sigmoid_pool_matches_the_three_layers(pool, training, dtype):
+    """Everything the three layers give one after another (fast path, not fused), the fused
+    step gives too: output, dL/dx, every parameter gradient, the moving statistics."""
+    x = randn(4, 2, 7, 8, seed=11) * 3 + 1
+    labels = np.arange(4) % 3
+    results = []
+    for fusion in (False, True):
+        npnet.manual_seed(5)
+        net = block_net(npnet.AvgPool2d(pool[0], stride=pool[1]))
+        nontrivial(net[1], np.random.default_rng(6))
+        net = net.astype(dtype).train(training)
+        net.use_fusion = fusion
+        results.append(run_network(net, x.astype(dtype), labels, fast=True))
+        fused = [type(step).__name__ for step, _ in net.cache]
+        assert ("BatchNormSigmoidPool" in fused) == fusion, fused
+    assert_same(results[0], results[1], dtype)
+
+
+def test_lenet_bn_runs_both_of_its_blocks_fused():
+    net = lenet(batch_norm=True)
+    net(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    kinds = [type(step).__name__ for step, _ in net.cache]
+    assert kinds.count("BatchNormSigmoidPool") == 2, kinds
+    assert len(kinds) == len(net) - 4  # two triples became two steps
+
+
+def test_fusion_steps_aside_for_a_hook_padding_or_a_lone_layer():
+    x = np.random.default_rng(0).random((2, 2, 6, 6)).astype(np.float32)
+    net = block_net(npnet.AvgPool2d(2))
+    seen = []
+    net[2].register_forward_hook(lambda module, inp, out: seen.append(out.shape))
+    net(x)
+    assert seen == [(2, 3, 6, 6)]  # the hook saw the sigmoid's own output
+    assert not any(type(step).__name__ == "BatchNormSigmoidPool" for step, _ in net.cache)
+    padded = block_net(npnet.AvgPool2d(3, stride=1, padding=1))
+    padded(x)
+    assert not any(type(step).__name__ == "BatchNormSigmoidPool" for step, _ in padded.cache)
+
+
+def test_after_a_fused_pass_the_single_layers_refuse_a_stale_backward():
+    net = lenet(batch_norm=True)
+    logits = net(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    net.backward(np.ones_like(logits))
+    with pytest.raises(RuntimeError, match="forward"):
+        net[2].backward(np.ones((2, 6, 24, 24), dtype=np.float32))
+
+
 def test_backward_of_the_other_layout_is_refused():
     conv_layer = npnet.Conv2d(1, 2, 3)
     conv_layer.forward_batch_last(np.zeros((1, 5, 5, 2), dtype=np.float32))

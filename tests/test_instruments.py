@@ -143,7 +143,8 @@ def test_remove_detaches_every_hook_and_changes_nothing():
     train_step(net, criterion, optimizer, x, y)
     assert len(rec.history) == recorded and rec.step == 0  # nothing more was recorded
 
-    # the same training with and without a recorder gives the same weights
+    # the same training with and without a recorder gives the same weights, to float32
+    # rounding: hooks keep Sequential from fusing BatchNorm, Sigmoid and AvgPool2d (fused.py)
     results = []
     for watched in (False, True):
         npnet.manual_seed(0)
@@ -153,7 +154,9 @@ def test_remove_detaches_every_hook_and_changes_nothing():
         for _ in range(2):
             train_step(net, criterion, optimizer, x, y)
         results.append(net.state_dict())
-    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+    for key in results[0]:
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
 
 
 def test_measure_overhead_reports_times_and_restores_the_net():
