@@ -12,6 +12,11 @@ batch-last layout once, before the first such layer, and back once, after the la
 every im2col, col2im and pooling slice is a long contiguous run. Hooks still fire per layer,
 with batch-first views (N, C, H, W) of the same arrays. ``use_batch_last = False`` turns the
 fast path off (each layer's plain forward/backward, as written in the textbook).
+
+On the fast path, a BatchNorm -> Sigmoid -> AvgPool2d triple that no hook watches runs as one
+step (fused.py: the sigmoid's output is never written out); ``use_fusion = False`` runs the
+three layers one by one. A hook on any of them turns the fusion off for that triple, so
+the hook sees that layer's own arrays.
 """
 
 from __future__ import annotations
