@@ -116,17 +116,22 @@ def window_slab(x_padded: np.ndarray, a: int, b: int, out_size: tuple[int, int],
     return x_padded[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
 
 
+def windows_batch_last(x_padded: np.ndarray, kernel: tuple[int, int],
+                       stride: tuple[int, int]) -> np.ndarray:
+    """The windows of x_padded (C, Hp, Wp, N) as a view (C, kh, kw, Ho, Wo, N), no copy:
+    view[c, a, b, i, j, n] = x_padded[c, i*sh + a, j*sw + b, n]. The same windows as
+    ``im2col``, ordered so that for each (c, a, b) the runs over n are contiguous."""
+    windows = sliding_window_view(x_padded, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    return windows.transpose(0, 4, 5, 1, 2, 3)  # (C, Ho, Wo, N, kh, kw) -> (C, kh, kw, ...)
+
+
 def im2col_batch_last(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                       out: np.ndarray | None = None) -> np.ndarray:
     """Windows of x_padded (C, Hp, Wp, N) -> cols (C, kh, kw, Ho, Wo, N), a copy.
 
     ``out``, if given, is the array to write into (reused between steps: no new allocation).
     """
-    # the same windows as ``im2col``, a view (C, Ho, Wo, N, kh, kw) of x_padded, here copied
-    # in the order (C, kh, kw, Ho, Wo, N): for each (c, a, b), the slab x_padded[c, i*sh + a,
-    # j*sw + b, :], whose runs over n are contiguous
-    windows = sliding_window_view(x_padded, kernel, axis=(1, 2))[:, ::stride[0], ::stride[1]]
-    windows = windows.transpose(0, 4, 5, 1, 2, 3)
+    windows = windows_batch_last(x_padded, kernel, stride)
     if out is None:
         return np.ascontiguousarray(windows)
     np.copyto(out, windows)
@@ -140,18 +145,17 @@ def windows_by_rows(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple
     each (at least one row).
 
     Every block is written into the same small buffer, which stays in the cache while the
-    caller uses it; read a block before asking for the next. Output rows i0 .. i1-1 read input
-    rows i0*sh .. (i1-1)*sh + kh - 1 of x_padded.
+    caller uses it; read a block before asking for the next.
     """
-    C, Hp, Wp, N = x_padded.shape
-    (kh, kw), (sh, _) = kernel, stride
-    Ho, Wo = output_size((Hp, Wp), kernel, stride)
+    windows = windows_batch_last(x_padded, kernel, stride)
+    C, kh, kw, Ho, Wo, N = windows.shape
     rows = min(Ho, max(1, block_bytes // (C * kh * kw * Wo * N * x_padded.itemsize)))
     buffer = np.empty((C, kh, kw, rows, Wo, N), dtype=x_padded.dtype)
     for i0 in range(0, Ho, rows):
         i1 = min(i0 + rows, Ho)
-        yield i0, i1, im2col_batch_last(x_padded[:, i0 * sh:(i1 - 1) * sh + kh], kernel, stride,
-                                        buffer[:, :, :, :i1 - i0])
+        cols = buffer[:, :, :, :i1 - i0]
+        np.copyto(cols, windows[:, :, :, i0:i1])
+        yield i0, i1, cols
 
 
 def col2im_batch_last(grad_cols: np.ndarray, padded_shape: tuple, stride: tuple[int, int],
