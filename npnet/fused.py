@@ -23,8 +23,9 @@ never written out. Backward, from g = dL/d(pooled output) (F, Ho, Wo, N):
     then BatchNorm's backward, run with gamma/2: it gives dL/dx as it is, and the gradients
     for gamma/2 and beta/2; halve them to get the ones for gamma and beta.
 
-Measured in LeNet-BN (both blocks, batch 256, alternating in one process): the training step
-is 11-12% faster at 2 threads and 2-7% faster at 1 thread (benchmarks/README.md, phase 3).
+Measured in LeNet-BN (both blocks, batch 256, alternating in one process with the unfused
+layers): the training step 5-6% faster at 2 threads and 1-2% at 1 thread, evaluation 4-35%
+faster (benchmarks/README.md, phase 3).
 """
 
 from __future__ import annotations
