@@ -201,23 +201,40 @@ class BatchNorm(Module):
     supports_batch_last = True
 
     def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        y, cache = self.scaled_forward_rows(x)
+        self.cache = BatchLastCache((cache, x.shape))
+        return y.reshape(x.shape)
+
+    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
+        cache, x_shape = self._require_cache(batch_last=True)
+        grad_out = self._check_grad(grad_out, x_shape, batch_last=True)
+        return self.scaled_backward_rows(grad_out, cache).reshape(x_shape)
+
+    def scaled_forward_rows(self, x: np.ndarray, scale: float = 1.0):
+        """scale * BatchNorm(x) for a batch-last x (F, H, W, N) or (F, N), as rows (F, M),
+        and the cache ``scaled_backward_rows`` needs; the moving statistics are updated as by
+        ``forward``. scale * BatchNorm(x) is BatchNorm with scale * gamma and scale * beta
+        (fused.py uses scale 1/2)."""
         layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
         self._check_input(from_batch_last(x), self.num_dims, layout, channels=self.num_features)
         F, dtype = self.num_features, x.dtype.type
-        rows = (self.gamma.data, self.beta.data, self.moving_mean, self.moving_var)
+        scale = dtype(scale)
+        rows = (self.gamma.data * scale, self.beta.data * scale, self.moving_mean,
+                self.moving_var)
         y, moving_mean, moving_var, cache = batch_norm_rows(
             x.reshape(F, -1), *[array.reshape(F, 1) for array in rows],
             dtype(self.eps), dtype(self.momentum), self.training)
         shape = self.moving_mean.shape
         self.moving_mean, self.moving_var = moving_mean.reshape(shape), moving_var.reshape(shape)
-        self.cache = BatchLastCache((cache, self.training, x.shape))
-        return y.reshape(x.shape)
+        return y, (cache, self.training, scale)
 
-    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
-        cache, training, x_shape = self._require_cache(batch_last=True)
-        grad_out = self._check_grad(grad_out, x_shape, batch_last=True)
+    def scaled_backward_rows(self, grad_rows: np.ndarray, cache) -> np.ndarray:
+        """grad_rows = dL/d(scale * BatchNorm(x)) as rows (F, M) -> dL/dx as rows (F, M); adds
+        to gamma.grad and beta.grad. The row functions give the gradients for scale * gamma
+        and scale * beta; times scale, those for gamma and beta."""
+        cache, training, scale = cache
         grad_x, grad_gamma, grad_beta = batch_norm_rows_backward(
-            grad_out.reshape(self.num_features, -1), cache, training)
-        self.gamma.grad += grad_gamma.reshape(self.gamma.shape)
-        self.beta.grad += grad_beta.reshape(self.beta.shape)
-        return grad_x.reshape(x_shape)
+            grad_rows.reshape(self.num_features, -1), cache, training)
+        self.gamma.grad += (grad_gamma * scale).reshape(self.gamma.shape)
+        self.beta.grad += (grad_beta * scale).reshape(self.beta.shape)
+        return grad_x

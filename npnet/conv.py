@@ -130,12 +130,11 @@ def conv2d_forward_blocked(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     """The same y (O, Ho, Wo, N) as ``conv2d_forward_batch_last``, a few output rows at a
     time: each block of windows is multiplied while it is still in the cache, and no im2col
     matrix is kept (it is 14.7 MB for LeNet's first layer at batch 256)."""
-    O = weight.shape[0]
+    O, K = weight.shape[0], math.prod(weight.shape[1:])
     Ho, Wo = output_size(x.shape[1:3], weight.shape[2:], stride, padding)
     y = np.empty((O, Ho, Wo, x.shape[3]), dtype=np.result_type(x, weight))
     for i0, i1, cols in windows_by_rows(pad_batch_last(x, padding), weight.shape[2:], stride,
                                         block_bytes):
-        K = cols.shape[0] * cols.shape[1] * cols.shape[2]
         np.matmul(weight.reshape(O, K), cols.reshape(K, -1),
                   out=y[:, i0:i1].reshape(O, -1))  # oK,KM -> oM for these rows
     if bias is not None:
