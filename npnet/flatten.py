@@ -1,45 +1,36 @@
 """Flatten: (N, d_1, ..., d_k) -> (N, d_1 * ... * d_k). Backward reshapes the gradient back.
-
-With the batch last (the fast path of ``Sequential``), (d_1, ..., d_k, N) -> (d_1 * ... * d_k, N):
-the features are merged in the same order, so the next Linear layer sees the same numbers.
 (docs/backprop.md, section "Flatten".)
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .module import BatchLastCache, Module
-from .windows import from_batch_last
+from .module import Module
 
 
 class Flatten(Module):
-    """Keep the batch axis, merge all the others (PyTorch's ``Flatten()`` with start_dim=1)."""
+    """Keep the batch axis, merge all the others (PyTorch's ``Flatten()`` with start_dim=1).
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    The cache is the input's shape: all backward needs to undo the reshape.
+    """
+
+    def checked_input(self, x) -> np.ndarray:
+        """x as an ndarray, checked to have a batch axis and at least one more."""
         x = np.asarray(x)
         if x.ndim < 2:
             raise ValueError(f"Flatten expects input (N, ...) with at least 2 dimensions; "
                              f"got {x.shape}")
-        y = x.reshape(x.shape[0], -1)
-        self.cache = (x.shape, y.shape)
-        return y
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.checked_input(x)
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape, y_shape = self._require_cache()
-        return self._check_grad(grad_out, y_shape).reshape(x_shape)
-
-    # ----------------------------------------- the fast path, batch last (d_1, ..., d_k, N)
-    supports_batch_last = True
-
-    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim < 2:
-            raise ValueError(f"Flatten expects input (N, ...) with at least 2 dimensions; "
-                             f"got {from_batch_last(x).shape}")
-        y = x.reshape(-1, x.shape[-1])
-        self.cache = BatchLastCache((x.shape, y.shape))
-        return y
-
-    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape, y_shape = self._require_cache(batch_last=True)
-        return self._check_grad(grad_out, y_shape, batch_last=True).reshape(x_shape)
+        x_shape = self._require_cache()
+        grad_out = self._check_grad(grad_out, (x_shape[0], math.prod(x_shape[1:])))
+        return grad_out.reshape(x_shape)

@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .module import Module
-
 
 @dataclass
 class ArrayCheck:
@@ -112,13 +110,13 @@ def central_difference(f, values: np.ndarray, index: tuple, h: float) -> float:
     return (8 * (samples[1] - samples[-1]) - (samples[2] - samples[-2])) / (12 * h)
 
 
-def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
+def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
               loss=None, labels: np.ndarray | None = None, training: bool | None = None,
               h: float = 1e-3, max_entries: int | None = None, seed: int = 0,
               check_input: bool = True) -> GradCheckResult:
     """Compare ``module``'s backward with central differences; returns a GradCheckResult.
 
-    - module: any layer or network. It is converted to float64 for the check and restored
+    - module: any layer or network, or a ``FastNet`` running one. It is converted to float64 for the check and restored
       afterwards (dtype, parameters, moving statistics and mode), so checking changes nothing.
     - x: input array (float64 is used regardless of its dtype).
     - grad_out: upstream gradient, shape of the output; drawn at random if None.
@@ -126,14 +124,13 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
     - training: mode to check in (True/False); None keeps the module's current mode.
     - h: finite-difference step; max_entries: check at most this many random entries per array
       (None: all); seed: for grad_out and the entry sample.
-    - check_input: also check dL/dx (set False for a layer whose backward skips it).
+    - check_input: also check dL/dx (set False for a module whose backward skips it, e.g. a
+      ``FastNet`` built with ``input_grad=False``).
     """
     rng = np.random.default_rng(seed)
     saved_state, saved_mode, saved_dtype = module.state_dict(), module.training, module.dtype
-    saved_input_grad = module.requires_input_grad
     mode = saved_mode if training is None else training
     module.astype(np.float64).train(mode)
-    module.requires_input_grad = check_input  # a first layer may otherwise skip dL/dx
     x = np.array(x, dtype=np.float64)  # our own copy, nudged in place below
     try:
         if loss is None and grad_out is None:
@@ -156,6 +153,11 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
         grad_x = module.backward(loss.backward() if loss is not None else grad_out)
         arrays = []
         if check_input:
+            if grad_x is None:
+                raise ValueError(
+                    f"gradcheck: {_name(module)}.backward returned no input gradient (None); "
+                    f"pass check_input=False to check the parameters only, or for a FastNet "
+                    f"build it with input_grad=True")
             arrays.append(("input", x, np.array(grad_x)))
         arrays += [(name, p.data, p.grad.copy()) for name, p in module.named_parameters()]
 
@@ -186,4 +188,8 @@ def gradcheck(module: Module, x: np.ndarray, grad_out: np.ndarray | None = None,
         module.load_state_dict(saved_state)
         module.zero_grad()
         module.train(saved_mode)
-        module.requires_input_grad = saved_input_grad
+
+
+def _name(module) -> str:
+    short_name = getattr(module, "short_name", None)
+    return short_name() if callable(short_name) else type(module).__name__

@@ -8,31 +8,36 @@ Backward, from dL/dy (N, out) — derivation in docs/backprop.md, section "Linea
     dL/dx = dL/dy W            (N, out) @ (out, in)  -> (N, in)
     dL/dW = (dL/dy)^T x        (out, N) @ (N, in)    -> (out, in)
     dL/db = sum_n dL/dy[n]     (out,)
-
-With the batch last (the fast path of ``Sequential``), x^T (in, N) and y^T (out, N) are
-columns per sample, and the same products read y^T = W x^T + b, dL/dx^T = W^T dL/dy^T,
-dL/dW = dL/dy^T x.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from . import init
-from .module import BatchLastCache, Module, Parameter
-from .windows import from_batch_last
+from .module import Module, Parameter
+from .rng import default_uniform
 
 
-def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """x (N, in), weight (out, in), bias (out,) or None -> y (N, out)."""
+class LinearCache(NamedTuple):
+    """What ``linear_backward`` needs from the forward pass."""
+
+    x: np.ndarray       # (N, in), for dL/dW
+    weight: np.ndarray  # (out, in), for dL/dx
+
+
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None):
+    """x (N, in), weight (out, in), bias (out,) or None -> (y (N, out), cache)."""
     y = x @ weight.T
     if bias is not None:
         y += bias
-    return y
+    return y, LinearCache(x, weight)
 
 
-def linear_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray):
+def linear_backward(grad_out: np.ndarray, cache: LinearCache):
     """grad_out (N, out) -> (grad_x (N, in), grad_weight (out, in), grad_bias (out,))."""
+    x, weight = cache
     grad_x = grad_out @ weight
     grad_weight = grad_out.T @ x
     grad_bias = grad_out.sum(axis=0)
@@ -55,9 +60,8 @@ class Linear(Module):
                 f"got in_features={in_features}, out_features={out_features}"
             )
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(init.default_uniform((out_features, in_features), in_features))
-        self.bias = (Parameter(init.default_uniform((out_features,), in_features))
-                     if bias else None)
+        self.weight = Parameter(default_uniform((out_features, in_features), in_features))
+        self.bias = Parameter(default_uniform((out_features,), in_features)) if bias else None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -66,38 +70,21 @@ class Linear(Module):
     def short_name(self) -> str:
         return f"Linear({self.in_features}, {self.out_features})"
 
+    def checked_input(self, x) -> np.ndarray:
+        """x as an ndarray, checked to be (N, in_features) and float."""
+        return self._check_input(x, 2, "(N, C)", channels=self.in_features)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 2, "(N, C)", channels=self.in_features)
-        y = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self.cache = (x, y.shape)  # backward needs x (for dL/dW) and W, which we hold
+        x = self.checked_input(x)
+        bias = None if self.bias is None else self.bias.data
+        y, self.cache = linear_forward(x, self.weight.data, bias)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x, out_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, out_shape)
-        grad_x, grad_weight, grad_bias = linear_backward(grad_out, x, self.weight.data)
+        cache = self._require_cache()
+        grad_out = self._check_grad(grad_out, (len(cache.x), self.out_features))
+        grad_x, grad_weight, grad_bias = linear_backward(grad_out, cache)
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
-        return grad_x if self.requires_input_grad else None
-
-    # ------------------------------------------------ the fast path, batch last (in, N)
-    supports_batch_last = True
-
-    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
-        self._check_input(from_batch_last(x), 2, "(N, C)", channels=self.in_features)
-        y = self.weight.data @ x  # (out, in) @ (in, N)
-        if self.bias is not None:
-            y += self.bias.data[:, None]
-        self.cache = BatchLastCache((x, y.shape))
-        return y
-
-    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray | None:
-        x, out_shape = self._require_cache(batch_last=True)
-        grad_out = self._check_grad(grad_out, out_shape, batch_last=True)
-        self.weight.grad += grad_out @ x.T  # (out, N) @ (N, in)
-        if self.bias is not None:
-            self.bias.grad += grad_out.sum(axis=1)
-        if not self.requires_input_grad:
-            return None
-        return self.weight.data.T @ grad_out  # (in, out) @ (out, N)
+        return grad_x

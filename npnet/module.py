@@ -6,11 +6,9 @@ A layer in npnet is a small object with two methods that mirror each other:
     grad_x = layer.backward(grad_y)   # chain rule: dL/dx from dL/dy, and dL/dparam into .grad
 
 There is no autograd and no tape. ``Sequential`` calls ``forward`` on its layers in order and
-``backward`` in reverse order; that is all backpropagation is.
-
-Layers that ``Sequential`` can run faster also have ``forward_batch_last`` and
-``backward_batch_last``: the same math on arrays stored with the batch as the last axis,
-(C, H, W, N) or (F, N) (see windows.py). ``supports_batch_last`` says whether a layer has them.
+``backward`` in reverse order; that is all backpropagation is. (``npnet.fast`` runs the same
+network faster, but only where it has shown, on a small batch, that it computes what these
+methods compute; see npnet/fast/__init__.py.)
 
 ``Module`` also gives the bookkeeping PyTorch users expect: ``parameters()``,
 ``zero_grad()``, ``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()`` and
@@ -64,27 +62,12 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-class BatchLastCache(tuple):
-    """A layer's cache written by ``forward_batch_last``: only ``backward_batch_last`` reads it."""
-
-
-def batch_first_shape(shape: tuple) -> tuple:
-    """The batch-first shape of a batch-last array: (C, H, W, N) -> (N, C, H, W)."""
-    return (*shape[-1:], *shape[:-1])
-
-
 class Module:
     """Base class of every layer and container.
 
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``forward`` stores what
     ``backward`` needs in ``self.cache``; ``backward`` raises a clear error if called first.
-
-    ``requires_input_grad``: when False, a layer whose input needs no gradient (the images fed
-    to a network's first layer) may skip computing it; its ``backward`` then returns None.
     """
-
-    supports_batch_last = False
-    requires_input_grad = True
 
     def __init__(self):
         # object.__setattr__ so these bookkeeping fields are not mistaken for state
@@ -123,8 +106,8 @@ class Module:
 
     def register_backward_hook(self, hook: Callable) -> "HookHandle":
         """Call ``hook(module, grad_out, grad_in)`` after every backward run by a container
-        (``Sequential.backward``). ``grad_in`` is None for a layer that skips its input
-        gradient."""
+        (``Sequential.backward``). ``grad_in`` is None where the input gradient was not computed
+        (the images, when ``npnet.fast`` runs the network with ``input_grad=False``)."""
         self._backward_hooks.append(hook)
         return HookHandle(self._backward_hooks, hook)
 
@@ -259,31 +242,22 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     # ------------------------------------------------------------ helpers for layers
-    def _require_cache(self, batch_last: bool = False):
+    def _require_cache(self):
+        """The cache the last forward left, or a clear error if there is none."""
         if self.cache is None:
             raise RuntimeError(
                 f"{self.short_name()}.backward called before forward: there is nothing to "
                 f"differentiate yet (call forward, then backward once)"
             )
-        if isinstance(self.cache, BatchLastCache) != batch_last:
-            ran, called = ("forward_batch_last", "backward") if not batch_last else \
-                ("forward", "backward_batch_last")
-            raise RuntimeError(
-                f"{self.short_name()}.{called} called after {ran}: the last forward pass used "
-                f"the other layout; pair forward with backward, forward_batch_last with "
-                f"backward_batch_last"
-            )
         return self.cache
 
-    def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple,
-                    batch_last: bool = False) -> np.ndarray:
+    def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
+        """grad_out as an ndarray, checked to have the shape of the last output."""
         grad_out = np.asarray(grad_out)
         if grad_out.shape != tuple(expected_shape):
-            show = batch_first_shape if batch_last else tuple
             raise ValueError(
                 f"{self.short_name()}.backward expects grad_out of shape "
-                f"{show(expected_shape)} (the shape of its last output); got "
-                f"{show(grad_out.shape)}"
+                f"{tuple(expected_shape)} (the shape of its last output); got {grad_out.shape}"
             )
         return grad_out
 

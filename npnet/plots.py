@@ -16,8 +16,13 @@ import math
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+
+def _new_figure(**kwargs):
+    """A matplotlib Figure (matplotlib is imported here, so ``import npnet`` does not need it)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def plot_history(history, path: str | os.PathLike, title: str | None = None) -> None:
@@ -27,7 +32,7 @@ def plot_history(history, path: str | os.PathLike, title: str | None = None) -> 
     when measured, test acc.
     """
     epochs = np.arange(1, len(history) + 1)
-    figure = Figure(figsize=(5.5, 3.8), layout="constrained")
+    figure = _new_figure(figsize=(5.5, 3.8), layout="constrained")
     axes = figure.add_subplot()
     axes.plot(epochs, history.train_loss, "-", marker=".", label="train loss")
     axes.plot(epochs, history.train_acc, "--", marker=".", label="train acc")
@@ -68,7 +73,7 @@ def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str
     name = (lambda k: str(k)) if class_names is None else (lambda k: str(class_names[k]))
     columns = max(1, min(columns, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
-    figure = Figure(figsize=(1.3 * columns, 1.65 * rows), layout="constrained")
+    figure = _new_figure(figsize=(1.3 * columns, 1.65 * rows), layout="constrained")
     for position, index in enumerate(shown):
         axes = figure.add_subplot(rows, columns, position + 1)
         axes.imshow(x[index, 0], cmap="gray_r")
@@ -87,5 +92,7 @@ def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)  # attaches the Agg canvas; pyplot's global state is never touched
     figure.savefig(path, dpi=100)

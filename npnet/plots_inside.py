@@ -22,13 +22,18 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from .activation import ReLU, Sigmoid, Tanh
 from .instruments import Recorder
 
 ACTIVATIONS = (Sigmoid, Tanh, ReLU)
+
+
+def _new_figure(**kwargs):
+    """A matplotlib Figure (matplotlib is imported here, so ``import npnet`` does not need it)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _as_dict(recorders) -> dict[str, Recorder]:
@@ -60,6 +65,8 @@ def _colors(count: int):
 
 
 def _finish(fig: Figure, path) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)  # attach a canvas: the figure can be drawn and saved without pyplot
     fig.tight_layout()
     if path is not None:
@@ -72,7 +79,7 @@ def plot_activation_stats(recorders, path=None, layers=None,
                           stats=("mean", "std", "saturated")) -> Figure:
     """One row per statistic, one column per recorder; one line per layer, by step."""
     recorders = _as_dict(recorders)
-    fig = Figure(figsize=(4.6 * len(recorders), 2.6 * len(stats)))
+    fig = _new_figure(figsize=(4.6 * len(recorders), 2.6 * len(stats)))
     axes = fig.subplots(len(stats), len(recorders), squeeze=False, sharex="col", sharey="row")
     for column, (title, recorder) in enumerate(recorders.items()):
         arrays, names = recorder.to_arrays(), _pick(recorder, layers)
@@ -97,7 +104,7 @@ def plot_gradient_norms(recorders, path=None, layers=(), stat="grad_norm.weight"
     """One panel per recorder: ``stat`` (default ||dL/dW||) of each layer that has it, by
     step, log scale. ``layers=()`` means every layer with that statistic."""
     recorders = _as_dict(recorders)
-    fig = Figure(figsize=(4.6 * len(recorders), 3.4))
+    fig = _new_figure(figsize=(4.6 * len(recorders), 3.4))
     axes = fig.subplots(1, len(recorders), squeeze=False, sharey="row")[0]
     for ax, (title, recorder) in zip(axes, recorders.items()):
         arrays = recorder.to_arrays()
@@ -134,7 +141,7 @@ def plot_activation_histograms(recorders, path=None, layers=None, steps=None,
     recorders = _as_dict(recorders)
     picked = {title: _pick(rec, layers) for title, rec in recorders.items()}
     rows = max(len(names) for names in picked.values())
-    fig = Figure(figsize=(4.2 * len(recorders), 1.9 * rows + 0.6))
+    fig = _new_figure(figsize=(4.2 * len(recorders), 1.9 * rows + 0.6))
     axes = fig.subplots(rows, len(recorders), squeeze=False)
     for column, (title, recorder) in enumerate(recorders.items()):
         if not recorder.samples:

@@ -15,19 +15,76 @@ Max pooling sends each output's gradient to the position that won (the first, on
     dL/dx_padded[n, c, i*sh + a*, j*sw + b*] += dL/dy[n, c, i, j]
 
 Derivation in docs/backprop.md, section "Pooling".
-
-Average pooling's fast path (batch last, (C, H, W, N), what ``Sequential`` runs) writes the
-sum over the window as a sum of kh * kw slabs, one per kernel offset (a, b), each a strided
-view of x_padded with the N values of a pixel contiguous; its backward is col2im's offset loop.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .module import BatchLastCache, Module
-from .windows import (check_fits, col2im, col2im_batch_last, from_batch_last, im2col, pad,
-                      output_size, pad_batch_last, pair, window_slab)
+from .module import Module
+from .windows import check_fits, col2im, im2col, output_size, pad, pair
+
+
+class AvgPool2dCache(NamedTuple):
+    """What ``avg_pool2d_backward`` needs: only shapes, since every share is 1/(kh kw)."""
+
+    x_shape: tuple  # (N, C, H, W), to size dL/dx
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+
+
+class MaxPool2dCache(NamedTuple):
+    """What ``max_pool2d_backward`` needs: which position of each window won."""
+
+    winner: np.ndarray  # (N, C, Ho, Wo), a flat index into each (kh, kw) window
+    x_shape: tuple
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+
+
+def _padded_shape(x_shape: tuple, padding: tuple) -> tuple:
+    return (*x_shape[:2], x_shape[2] + 2 * padding[0], x_shape[3] + 2 * padding[1])
+
+
+def avg_pool2d_forward(x: np.ndarray, kernel_size: tuple, stride: tuple, padding: tuple):
+    """x (N, C, H, W) -> (y (N, C, Ho, Wo), cache): the mean of each window."""
+    windows = im2col(pad(x, padding), kernel_size, stride)  # (N, C, Ho, Wo, kh, kw), a view
+    y = windows.mean(axis=(4, 5))
+    return y, AvgPool2dCache(x.shape, kernel_size, stride, padding)
+
+
+def avg_pool2d_backward(grad_out: np.ndarray, cache: AvgPool2dCache) -> np.ndarray:
+    """grad_out (N, C, Ho, Wo) -> grad_x (N, C, H, W)."""
+    x_shape, (kh, kw), stride, padding = cache
+    # every position of a window gets an equal share 1/(kh kw) of the window's gradient
+    share = (grad_out / (kh * kw)).astype(grad_out.dtype, copy=False)
+    grad_windows = np.broadcast_to(share[..., None, None], (*grad_out.shape, kh, kw))
+    return col2im(grad_windows, _padded_shape(x_shape, padding), stride, padding)
+
+
+def max_pool2d_forward(x: np.ndarray, kernel_size: tuple, stride: tuple, padding: tuple):
+    """x (N, C, H, W) -> (y (N, C, Ho, Wo), cache): the maximum of each window (padding
+    counts as -inf, so it never wins)."""
+    windows = im2col(pad(x, padding, -np.inf), kernel_size, stride)
+    N, C, Ho, Wo, kh, kw = windows.shape
+    flat = windows.reshape(N, C, Ho, Wo, kh * kw)  # a copy: windows overlap or skip
+    winner = flat.argmax(axis=4)  # first maximum on ties, as PyTorch
+    y = np.take_along_axis(flat, winner[..., None], axis=4)[..., 0]
+    return y, MaxPool2dCache(winner, x.shape, kernel_size, stride, padding)
+
+
+def max_pool2d_backward(grad_out: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
+    """grad_out (N, C, Ho, Wo) -> grad_x (N, C, H, W): each window's gradient goes to its
+    winner."""
+    winner, x_shape, (kh, kw), stride, padding = cache
+    # one-hot over the window: the whole gradient goes to the winning position
+    is_winner = winner[..., None] == np.arange(kh * kw)
+    grad_windows = (grad_out[..., None] * is_winner).reshape(*grad_out.shape, kh, kw)
+    return col2im(grad_windows, _padded_shape(x_shape, padding), stride, padding)
 
 
 class _Pool2d(Module):
@@ -52,75 +109,29 @@ class _Pool2d(Module):
             text += f", padding={show(self.padding)}"
         return text
 
-    def _windows(self, x: np.ndarray, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
-        """The checked input x (N, C, H, W) and its windows (N, C, Ho, Wo, kh, kw)."""
+    def checked_input(self, x) -> np.ndarray:
+        """x (N, C, H, W) as an ndarray, checked to hold at least one window."""
         x = self._check_input(x, 4, "(N, C, H, W)")
         check_fits(self.short_name(), x.shape, self.kernel_size, self.padding)
-        return x, im2col(pad(x, self.padding, pad_value), self.kernel_size, self.stride)
+        return x
 
-    def _padded_shape(self, x_shape: tuple) -> tuple:
-        return (*x_shape[:2], x_shape[2] + 2 * self.padding[0], x_shape[3] + 2 * self.padding[1])
+    def _output_shape(self, cache) -> tuple:
+        N, C, H, W = cache.x_shape
+        return (N, C, *output_size((H, W), self.kernel_size, self.stride, self.padding))
 
 
 class AvgPool2d(_Pool2d):
     """``AvgPool2d(kernel_size, stride=None, padding=0)``: mean over each window."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x, windows = self._windows(x, 0.0)
-        y = windows.mean(axis=(4, 5))
-        self.cache = (x.shape, y.shape)  # the average's gradient needs only the shapes
+        x = self.checked_input(x)
+        y, self.cache = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape, y_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, y_shape)
-        kh, kw = self.kernel_size
-        # every position of a window gets an equal share 1/(kh kw) of the window's gradient
-        share = (grad_out / (kh * kw)).astype(grad_out.dtype, copy=False)
-        grad_windows = np.broadcast_to(share[..., None, None], (*y_shape, kh, kw))
-        return col2im(grad_windows, self._padded_shape(x_shape), self.stride, self.padding)
-
-    # -------------------------------------------- the fast path, batch last (C, H, W, N)
-    supports_batch_last = True
-
-    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
-        x_first = self._check_input(from_batch_last(x), 4, "(N, C, H, W)")
-        check_fits(self.short_name(), x_first.shape, self.kernel_size, self.padding)
-        kh, kw = self.kernel_size
-        out_size = output_size(x.shape[1:3], self.kernel_size, self.stride, self.padding)
-        x_padded = pad_batch_last(x, self.padding)
-        # y = 1/(kh kw) sum_{a, b} x_padded[:, i*sh + a, j*sw + b, :]
-        y = window_slab(x_padded, 0, 0, out_size, self.stride).copy()
-        for a in range(kh):
-            for b in range(kw):
-                if (a, b) != (0, 0):
-                    y += window_slab(x_padded, a, b, out_size, self.stride)
-        y *= y.dtype.type(1.0 / (kh * kw))
-        self.cache = BatchLastCache((x.shape, y.shape))
-        return y
-
-    def backward_batch_last(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape, y_shape = self._require_cache(batch_last=True)
-        grad_out = self._check_grad(grad_out, y_shape, batch_last=True)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        share = grad_out * grad_out.dtype.type(1.0 / (kh * kw))
-        C, Ho, Wo, N = y_shape
-        if self._windows_tile(x_shape[1:3], (Ho, Wo)):
-            # every input pixel lies in exactly one window: it gets that window's share
-            grad_x = np.empty(x_shape, dtype=share.dtype)
-            for a in range(kh):
-                for b in range(kw):
-                    window_slab(grad_x, a, b, (Ho, Wo), self.stride)[...] = share
-            return grad_x
-        grad_windows = np.broadcast_to(share[:, None, None], (C, kh, kw, Ho, Wo, N))
-        padded_shape = (C, x_shape[1] + 2 * ph, x_shape[2] + 2 * pw, N)
-        return col2im_batch_last(grad_windows, padded_shape, self.stride, self.padding)
-
-    def _windows_tile(self, in_size: tuple, out_size: tuple) -> bool:
-        """Whether the windows cover the input exactly once (stride = kernel, no padding, and
-        the size a multiple of the kernel): LeNet's AvgPool2d(2, 2) on 24x24 and 8x8."""
-        return (self.stride == self.kernel_size and self.padding == (0, 0)
-                and in_size == (out_size[0] * self.stride[0], out_size[1] * self.stride[1]))
+        cache = self._require_cache()
+        grad_out = self._check_grad(grad_out, self._output_shape(cache))
+        return avg_pool2d_backward(grad_out, cache)
 
 
 class MaxPool2d(_Pool2d):
@@ -128,20 +139,11 @@ class MaxPool2d(_Pool2d):
     (padding counts as -inf, so it never wins)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x, windows = self._windows(x, -np.inf)
-        N, C, Ho, Wo, kh, kw = windows.shape
-        flat = windows.reshape(N, C, Ho, Wo, kh * kw)  # a copy: windows overlap or skip
-        winner = flat.argmax(axis=4)  # first maximum on ties, as PyTorch
-        y = np.take_along_axis(flat, winner[..., None], axis=4)[..., 0]
-        self.cache = (winner, x.shape, y.shape)
+        x = self.checked_input(x)
+        y, self.cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        winner, x_shape, y_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, y_shape)
-        kh, kw = self.kernel_size
-        # one-hot over the window: the whole gradient goes to the winning position
-        is_winner = winner[..., None] == np.arange(kh * kw)
-        grad_windows = (grad_out[..., None] * is_winner).reshape(*y_shape, kh, kw)
-        return col2im(grad_windows, self._padded_shape(x_shape), self.stride, self.padding)
-
+        cache = self._require_cache()
+        grad_out = self._check_grad(grad_out, self._output_shape(cache))
+        return max_pool2d_backward(grad_out, cache)

@@ -50,7 +50,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .container import Sequential
 from .conv import Conv2d
 from .linear import Linear
 from .module import Module
@@ -145,7 +144,8 @@ def _shape(shape: tuple) -> str:
 def summary(net: Module, input_shape: tuple, batch_size: int = 1, dtype=None) -> Summary:
     """Trace ``net`` on zeros of shape (batch_size, *input_shape); returns a ``Summary``.
 
-    - net: a Sequential (nested ones are walked into) or any single layer
+    - net: a Sequential (nested ones, and any iterable container, are walked into) or any
+      single layer
     - input_shape: the shape of one sample, without the batch axis, e.g. (1, 28, 28)
     - batch_size: N of the traced batch; MACs are for the whole batch
     - dtype: of the zeros; by default the network's own (float32 unless converted)
@@ -167,8 +167,8 @@ def summary(net: Module, input_shape: tuple, batch_size: int = 1, dtype=None) ->
 
 def _trace(module: Module, x: np.ndarray, name: str, rows: list) -> np.ndarray:
     """Run ``module`` on x, appending one row per leaf layer; returns the output."""
-    if isinstance(module, Sequential):
-        for position, layer in enumerate(module.layers):
+    if hasattr(module, "__iter__"):  # a Sequential: its layers, in order
+        for position, layer in enumerate(module):
             x = _trace(layer, x, f"{name}.{position}" if name else str(position), rows)
         return x
     try:

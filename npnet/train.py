@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from .atomic import atomic_write
 from .datasets import DataLoader
+from .fast import FastNet, enabled_by_default
 from .loss import CrossEntropyLoss
 from .optim import SGD
 
@@ -100,17 +100,20 @@ class History:
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
-             return_loss: bool = False):
+             return_loss: bool = False, fast: bool | None = None):
     """Accuracy of ``model`` on images x (N, C, H, W) with labels y (N,), in evaluation mode.
 
     The model is put in evaluation mode (BatchNorm uses its moving averages) and put back in
-    the mode it was in. Batches of ``batch_size`` keep the memory small.
+    the mode it was in. Batches of ``batch_size`` keep the memory small. ``fast``: run it on
+    the fast backend (npnet.fast), by default unless NPNET_FAST=0; False runs the layers as
+    written.
 
     Returns the accuracy, a float in [0, 1]; with ``return_loss=True`` the pair
     ``(accuracy, mean cross-entropy loss)``.
     """
     x = np.asarray(x, dtype=model.dtype)
-    accuracy, loss = _evaluate_batches(model, DataLoader(x, y, batch_size=batch_size))
+    accuracy, loss = _evaluate_batches(runner_for(model, fast),
+                                       DataLoader(x, y, batch_size=batch_size))
     return (accuracy, loss) if return_loss else accuracy
 
 
@@ -136,7 +139,7 @@ def _evaluate_batches(model, batches) -> tuple[float, float]:
 def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
         batch_size: int = 256, optimizer=None, loss=None, seed: int | None = None,
         history: History | None = None, on_epoch_end: Callable | None = None,
-        progress: bool = True, verbose: bool = True) -> History:
+        progress: bool = True, verbose: bool = True, fast: bool | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs of mini-batch gradient descent.
 
     Inputs:
@@ -157,6 +160,9 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
       counted from 1, e.g. to save a checkpoint
     - progress: show a progress bar over the batches of each epoch
     - verbose: print one summary line per epoch
+    - fast: run the network on the fast backend (npnet.fast: the same numbers, proven on a
+      small batch first), by default unless the environment variable NPNET_FAST=0; False
+      runs every layer's own forward and backward, as written
 
     Returns the ``History``. Raises ``DivergenceError`` if the loss becomes NaN or infinite.
     """
@@ -170,51 +176,57 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
     optimizer = SGD(model.parameters(), lr=lr) if optimizer is None else optimizer
     criterion = CrossEntropyLoss() if loss is None else loss
 
-    # The images need no gradient, so the first layer may skip computing it (a third of a
-    # convolution's backward), as PyTorch does for inputs that do not require grad.
-    input_grad_before = model.requires_input_grad
-    model.requires_input_grad = False
-    try:
-        for epoch in range(first, last + 1):
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            start = time.perf_counter()
-            with tqdm(train_batches, desc=f"epoch {epoch}/{last}", unit="batch", leave=False,
-                      disable=not progress) as bar:
-                for step, (x, y) in enumerate(bar, start=1):
-                    optimizer.zero_grad()                 # backward adds into .grad
-                    logits = model(x)                     # (N, C, H, W) -> (N, K)
-                    batch_loss = criterion(logits, y)     # mean over the N examples
-                    if not math.isfinite(batch_loss):     # NaN or inf: every later step is lost
-                        raise DivergenceError(_divergence_message(batch_loss, epoch, step,
-                                                                  train_batches, optimizer))
-                    model.backward(criterion.backward())  # dL/dlogits (N, K) -> every .grad
-                    optimizer.step()                      # p <- p - lr * dL/dp
+    model = runner_for(model, fast)  # a FastNet over the model, unless fast is False
+    from tqdm import tqdm  # imported here: ``import npnet`` needs numpy alone
 
-                    # running totals; the loss is a batch mean, so weight it by the batch size
-                    loss_sum += batch_loss * len(y)
-                    correct += int((logits.argmax(axis=1) == y).sum())
-                    seen += len(y)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                    refresh=False)
-            train_seconds = time.perf_counter() - start
+    for epoch in range(first, last + 1):
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        with tqdm(train_batches, desc=f"epoch {epoch}/{last}", unit="batch", leave=False,
+                  disable=not progress) as bar:
+            for step, (x, y) in enumerate(bar, start=1):
+                optimizer.zero_grad()                 # backward adds into .grad
+                logits = model(x)                     # (N, C, H, W) -> (N, K)
+                batch_loss = criterion(logits, y)     # mean over the N examples
+                if not math.isfinite(batch_loss):     # NaN or inf: every later step is lost
+                    raise DivergenceError(_divergence_message(batch_loss, epoch, step,
+                                                              train_batches, optimizer))
+                model.backward(criterion.backward())  # dL/dlogits (N, K) -> every .grad
+                optimizer.step()                      # p <- p - lr * dL/dp
 
-            test_acc = test_loss = None
-            if test_batches is not None:
-                test_acc, test_loss = _evaluate_batches(model, test_batches)
-            history.train_loss.append(loss_sum / seen)
-            history.train_acc.append(correct / seen)
-            history.test_acc.append(test_acc)
-            history.test_loss.append(test_loss)
-            history.epoch_time.append(time.perf_counter() - start)
-            history.examples_per_sec.append(seen / train_seconds)
-            if verbose:
-                print(_summary_line(history, epoch, last), flush=True)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, history)
-    finally:
-        model.requires_input_grad = input_grad_before
+                # running totals; the loss is a batch mean, so weight it by the batch size
+                loss_sum += batch_loss * len(y)
+                correct += int((logits.argmax(axis=1) == y).sum())
+                seen += len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                refresh=False)
+        train_seconds = time.perf_counter() - start
+
+        test_acc = test_loss = None
+        if test_batches is not None:
+            test_acc, test_loss = _evaluate_batches(model, test_batches)
+        history.train_loss.append(loss_sum / seen)
+        history.train_acc.append(correct / seen)
+        history.test_acc.append(test_acc)
+        history.test_loss.append(test_loss)
+        history.epoch_time.append(time.perf_counter() - start)
+        history.examples_per_sec.append(seen / train_seconds)
+        if verbose:
+            print(_summary_line(history, epoch, last), flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
     return history
+
+
+def runner_for(model, fast: bool | None):
+    """What runs ``model``: a ``FastNet`` over it (fast=True, or None and NPNET_FAST is not
+    0), or the model itself. A FastNet's backward skips the images' gradient, which nothing
+    needs (a third of the first convolution's backward)."""
+    if isinstance(model, FastNet):
+        return model if fast is not False else model.net
+    use = enabled_by_default() if fast is None else fast
+    return FastNet(model, input_grad=False) if use else model
 
 
 def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int | None = None):

@@ -151,7 +151,7 @@ def test_gradcheck_catches_a_wrong_backward():
             return y
 
         def backward(self, grad_out):
-            x_hat, inv_std, gamma = self.saved
+            x_hat, inv_std, gamma, _ = self.saved
             self.gamma.grad += (grad_out * x_hat).sum(axis=0, keepdims=True)
             self.beta.grad += grad_out.sum(axis=0, keepdims=True)
             return grad_out * gamma * inv_std  # misses the paths through mean and variance

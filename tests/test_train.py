@@ -207,11 +207,16 @@ def test_history_rejects_ragged_or_unknown_entries():
         History.from_dict({"accuracy": [0.5]})
 
 
-def test_fit_skips_the_first_layers_input_gradient_and_restores_the_flag():
+def test_fit_skips_the_first_layers_input_gradient_on_the_fast_backend_only():
     x, y = tiny_data()
-    net = lenet()
-    seen = []
-    net[0].register_backward_hook(lambda layer, grad_out, grad_in: seen.append(grad_in))
-    fit(net, (x, y), epochs=1, lr=0.1, batch_size=32, progress=False, verbose=False)
-    assert seen and all(grad_in is None for grad_in in seen)  # the images need no gradient
-    assert net.requires_input_grad is True
+    for fast in (True, False):
+        net = lenet()
+        seen = []
+        net[0].register_backward_hook(lambda layer, grad_out, grad_in: seen.append(grad_in))
+        fit(net, (x, y), epochs=1, lr=0.1, batch_size=32, progress=False, verbose=False,
+            fast=fast)
+        assert seen
+        if fast:  # the images need no gradient
+            assert all(grad_in is None for grad_in in seen)
+        else:  # the layers as written compute everything
+            assert all(grad_in.shape == (32, 1, 28, 28) for grad_in in seen)

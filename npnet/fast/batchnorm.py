@@ -1,0 +1,127 @@
+"""BatchNorm on the batch-last layout: each feature's M values are one contiguous row.
+
+With x (F, H, W, N) or (F, N), x.reshape(F, M) has one row per feature, and npnet/batchnorm.py's
+statistics are row means. ``batch_norm_rows`` / ``batch_norm_rows_backward`` are its formulas on
+those rows; the backward reuses the two sums it computes anyway, since
+mean(g) = gamma * dL/dbeta / M and mean(g * x_hat) = gamma * dL/dgamma / M (g = gamma dL/dy).
+
+``scaled_forward`` / ``scaled_backward`` compute scale * BatchNorm(x), which is BatchNorm with
+scale * gamma and scale * beta: the kernel uses scale 1, the fused step (fused.py) 1/2.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernel import Kernel
+from .layout import from_batch_last
+
+
+def row_sum(x: np.ndarray) -> np.ndarray:
+    """x (F, M) -> (F, 1), the sum of each row: ``x.sum(axis=1, keepdims=True)``, written as
+    an einsum, which is faster on long float32 rows than numpy's pairwise sum."""
+    return np.einsum("fm->f", x)[:, None]
+
+
+def row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x, y (F, M) -> (F, 1), sum_m x[f, m] y[f, m], without the temporary x * y: one
+    (1, M) @ (M, 1) product per row (f1m,fm1 -> f11)."""
+    return (x[:, None, :] @ y[:, :, None])[:, 0]
+
+
+class RowsCache(NamedTuple):
+    x_hat: np.ndarray | None       # (F, M) in training mode
+    x: np.ndarray | None           # (F, M) in evaluation mode, where x_hat is not written out
+    moving_mean: np.ndarray | None  # (F, 1) in evaluation mode, to rebuild x_hat if needed
+    inv_std: np.ndarray            # (F, 1)
+    gamma: np.ndarray              # (F, 1)
+    training: bool
+
+
+def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, training):
+    """npnet.batch_norm on x (F, M), one row per feature; gamma ... moving_var are (F, 1).
+
+    Returns (y (F, M), moving_mean, moving_var, cache).
+    """
+    M = x.dtype.type(x.shape[1])  # in x's dtype: numpy 1.x turns float32 / 147456 into float64
+    if not training:
+        # gamma (x - moving_mean) inv_std + beta as one scale and one shift per row: two
+        # passes over x instead of four; backward recomputes x_hat if it is ever needed
+        inv_std = 1.0 / np.sqrt(moving_var + eps)
+        scale = gamma * inv_std
+        y = x * scale
+        y += beta - moving_mean * scale
+        return y, moving_mean, moving_var, RowsCache(None, x, moving_mean, inv_std, gamma,
+                                                     False)
+    batch_mean = row_sum(x) / M
+    x_hat = x - batch_mean  # centered; divided by the standard deviation below
+    batch_var = row_dot(x_hat, x_hat) / M
+    inv_std = 1.0 / np.sqrt(batch_var + eps)
+    x_hat *= inv_std
+    moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
+    moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
+    y = gamma * x_hat
+    y += beta
+    return y, moving_mean, moving_var, RowsCache(x_hat, None, None, inv_std, gamma, True)
+
+
+def batch_norm_rows_backward(grad_out, cache: RowsCache):
+    """grad_out (F, M) -> (grad_x (F, M), grad_gamma (F, 1), grad_beta (F, 1))."""
+    x_hat, x, moving_mean, inv_std, gamma, training = cache
+    if not training:
+        x_hat = (x - moving_mean) * inv_std
+    M = x_hat.dtype.type(x_hat.shape[1])  # keeps float32 on numpy 1.x (see batch_norm_rows)
+    grad_gamma = row_dot(grad_out, x_hat)
+    grad_beta = row_sum(grad_out)
+    if not training:
+        return grad_out * (gamma * inv_std), grad_gamma, grad_beta
+    # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy, computed in
+    # one array (no temporaries of x's size)
+    grad_x = x_hat * (grad_gamma / M)  # x_hat mean(g x_hat) / gamma
+    np.subtract(grad_out, grad_x, out=grad_x)
+    grad_x -= grad_beta / M  # mean(g) / gamma
+    grad_x *= gamma * inv_std
+    return grad_x, grad_gamma, grad_beta
+
+
+def scaled_forward(layer, x: np.ndarray, scale: float = 1.0):
+    """scale * layer(x) for a batch-last x (F, H, W, N) or (F, N), as rows (F, M), and the cache
+    ``scaled_backward`` needs; the layer's moving statistics are updated as by its forward."""
+    layer.checked_input(from_batch_last(x))
+    F, dtype = layer.num_features, x.dtype.type
+    scale = dtype(scale)
+    rows = (layer.gamma.data * scale, layer.beta.data * scale, layer.moving_mean,
+            layer.moving_var)
+    y, moving_mean, moving_var, cache = batch_norm_rows(
+        x.reshape(F, -1), *[array.reshape(F, 1) for array in rows],
+        dtype(layer.eps), dtype(layer.momentum), layer.training)
+    shape = layer.moving_mean.shape
+    layer.moving_mean, layer.moving_var = moving_mean.reshape(shape), moving_var.reshape(shape)
+    return y, (cache, scale)
+
+
+def scaled_backward(layer, grad_rows: np.ndarray, cache) -> np.ndarray:
+    """grad_rows = dL/d(scale * layer(x)) as rows (F, M) -> dL/dx as rows (F, M); adds to
+    gamma.grad and beta.grad. The row functions give the gradients for scale * gamma and
+    scale * beta; times scale, those for gamma and beta."""
+    cache, scale = cache
+    grad_x, grad_gamma, grad_beta = batch_norm_rows_backward(
+        grad_rows.reshape(layer.num_features, -1), cache)
+    layer.gamma.grad += (grad_gamma * scale).reshape(layer.gamma.shape)
+    layer.beta.grad += (grad_beta * scale).reshape(layer.beta.shape)
+    return grad_x
+
+
+class BatchNormKernel(Kernel):
+    """BatchNorm: x (F, H, W, N) or (F, N) -> y of the same shape."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y, rows_cache = scaled_forward(self.layers[0], x)
+        self.cache = (rows_cache, x.shape)
+        return y.reshape(x.shape)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        rows_cache, x_shape = self._require_cache()
+        return scaled_backward(self.layers[0], grad_out, rows_cache).reshape(x_shape)

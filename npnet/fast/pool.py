@@ -1,0 +1,69 @@
+"""AvgPool2d on the batch-last layout: the sum over a window as a sum of kh * kw slabs.
+
+Each kernel offset (a, b) sees a strided view x_padded[:, i*sh + a, j*sw + b, :] (C, Ho, Wo, N)
+whose N values per pixel are contiguous (layout.window_slab):
+
+    y     = 1/(kh kw) sum_{a, b} slab(a, b)
+    dL/dx = col2im's offset loop over the same slabs; when the windows tile the input (stride =
+            kernel, no padding, LeNet's AvgPool2d(2, 2)), each pixel simply gets its window's
+            share, written once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..windows import output_size
+from .kernel import Kernel
+from .layout import col2im, from_batch_last, pad, window_slab
+
+
+def avg_pool2d_forward(x: np.ndarray, kernel_size: tuple, stride: tuple,
+                       padding: tuple) -> np.ndarray:
+    """x (C, H, W, N) -> y (C, Ho, Wo, N), the mean of each window."""
+    kh, kw = kernel_size
+    out_size = output_size(x.shape[1:3], kernel_size, stride, padding)
+    x_padded = pad(x, padding)
+    y = window_slab(x_padded, 0, 0, out_size, stride).copy()
+    for a in range(kh):
+        for b in range(kw):
+            if (a, b) != (0, 0):
+                y += window_slab(x_padded, a, b, out_size, stride)
+    y *= y.dtype.type(1.0 / (kh * kw))
+    return y
+
+
+def avg_pool2d_backward(grad_out: np.ndarray, x_shape: tuple, kernel_size: tuple,
+                        stride: tuple, padding: tuple) -> np.ndarray:
+    """grad_out (C, Ho, Wo, N) -> grad_x (C, H, W, N): each window's gradient shared equally."""
+    (kh, kw), (ph, pw) = kernel_size, padding
+    share = grad_out * grad_out.dtype.type(1.0 / (kh * kw))
+    C, Ho, Wo, N = grad_out.shape
+    tiles = (stride == kernel_size and padding == (0, 0)
+             and x_shape[1:3] == (Ho * stride[0], Wo * stride[1]))
+    if tiles:
+        # every input pixel lies in exactly one window: it gets that window's share
+        grad_x = np.empty(x_shape, dtype=share.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                window_slab(grad_x, a, b, (Ho, Wo), stride)[...] = share
+        return grad_x
+    grad_windows = np.broadcast_to(share[:, None, None], (C, kh, kw, Ho, Wo, N))
+    padded_shape = (C, x_shape[1] + 2 * ph, x_shape[2] + 2 * pw, N)
+    return col2im(grad_windows, padded_shape, stride, padding)
+
+
+class AvgPool2dKernel(Kernel):
+    """AvgPool2d: x (C, H, W, N) -> y (C, Ho, Wo, N)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        (layer,) = self.layers
+        layer.checked_input(from_batch_last(x))
+        self.cache = x.shape
+        return avg_pool2d_forward(x, layer.kernel_size, layer.stride, layer.padding)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        (layer,) = self.layers
+        x_shape = self._require_cache()
+        return avg_pool2d_backward(grad_out, x_shape, layer.kernel_size, layer.stride,
+                                   layer.padding)
