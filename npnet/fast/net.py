@@ -235,7 +235,8 @@ class FastNet:
     @staticmethod
     def _notice(layers: list, names: dict, what: str) -> None:
         mode = "training" if layers[0].training else "evaluation"
-        which = " -> ".join(f"{layer.short_name()} (layer {names.get(id(layer), '?')})"
+        which = " -> ".join(layer.short_name() + (f" (layer {names[id(layer)]})"
+                                                  if names.get(id(layer)) else "")
                             for layer in layers)
         warnings.warn(f"npnet.fast: {which} {what} ({mode} mode); running it as written",
                       FastPathWarning, stacklevel=_first_frame_outside_npnet())
