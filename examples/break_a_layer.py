@@ -24,6 +24,15 @@ The script then
 3. trains the correct and the broken network from the same initial weights on the shipped
    MNIST sample and prints loss and accuracy per epoch side by side.
 
+Why the broken layer really trains broken: ``fit`` runs a network on npnet's fast backend
+(npnet/fast), which uses kernels of its own in place of the layers' ``forward`` and
+``backward``, but only where it has first shown, on a tiny float64 batch, that a kernel gives
+what the layer as written gives. A broken layer fails that check: the backend announces it
+with a ``FastPathWarning`` (one line naming the layer and the difference; this script prints
+them under "training the broken network") and runs that layer as written. So the backward
+written here is the one that trains. ``NPNET_FAST=0`` (or ``fit(..., fast=False)``) runs every
+layer as written: slower, the same numbers.
+
 Run:
 
     python examples/break_a_layer.py                   # the BatchNorm mistake
@@ -59,13 +68,17 @@ Things to try:
   W[o, c, b, a]) and gradients that are too. Does a check with a random input catch it
   anyway? What does that say about checking with special inputs (ones, zeros)?
 - Write your own mistake, e.g. a Linear layer that forgets to add its bias gradient or an
-  AvgPool2d that does not divide by kh * kw, and see what the check says.
+  AvgPool2d that does not divide by kh * kw, and see what the check says, and what the fast
+  backend says when ``fit`` trains it.
+- The backend's notice for ``--layer batchnorm`` appears in training mode only, for
+  ``--layer sigmoid`` and ``conv`` in evaluation mode too. Why? (Hint: the first exercise.)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import warnings
 
 import numpy as np
 
@@ -81,14 +94,13 @@ from npnet.train import DivergenceError, History, fit
 class FrozenStatsBatchNorm(npnet.BatchNorm):
     """BatchNorm whose backward forgets that the batch statistics depend on x."""
 
-    supports_batch_last = False  # so that Sequential calls the backward written here
-
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache, training, x_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, x_shape)
+        cache = self._require_cache()
+        grad_out = self._check_grad(grad_out, cache.x_hat.shape)
         # THE MISTAKE: training=False, the formula for constant (moving) statistics, used on
         # statistics that were computed from this very batch
-        grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out, cache, training=False)
+        grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out,
+                                                            cache._replace(training=False))
         self.gamma.grad += grad_gamma
         self.beta.grad += grad_beta
         return grad_x
@@ -97,10 +109,8 @@ class FrozenStatsBatchNorm(npnet.BatchNorm):
 class XSigmoid(npnet.Sigmoid):
     """Sigmoid that keeps its input x for backward, where the derivative needs its output y."""
 
-    supports_batch_last = False
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check(x)
+        x = self.checked_input(x)
         self.cache = x  # THE MISTAKE: the derivative y (1 - y) needs y, not x
         return sigmoid(x)
 
@@ -113,13 +123,11 @@ class XSigmoid(npnet.Sigmoid):
 class SwappedKernelConv2d(npnet.Conv2d):
     """Conv2d whose weight gradient has the kernel's rows and columns swapped."""
 
-    supports_batch_last = False
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        cols, x_shape, y_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, y_shape)
-        grad_x, grad_weight, grad_bias = conv2d_backward(
-            grad_out, cols, self.weight.data, x_shape, self.stride, self.padding)
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        cache = self._require_cache()
+        N, _, Ho, Wo = cache.cols.shape[:4]
+        grad_out = self._check_grad(grad_out, (N, self.out_channels, Ho, Wo))
+        grad_x, grad_weight, grad_bias = conv2d_backward(grad_out, cache)
         # THE MISTAKE: oCab -> oCba, a transpose that keeps the shape of a square kernel
         self.weight.grad += grad_weight.transpose(0, 1, 3, 2)
         if self.bias is not None:
@@ -191,23 +199,43 @@ def check_gradients(which: str, net: npnet.Sequential, broken: npnet.Sequential,
     return worst
 
 
-def train_both(net, broken, data, args) -> dict:
-    """Train both networks the same way (same weights, same batches); return their
-    histories, which stop early for a network whose loss became NaN or infinite."""
+def train_both(net, broken, data, args) -> tuple[dict, dict]:
+    """Train both networks the same way (same weights, same batches) with ``fit``, on the fast
+    backend; return their histories, which stop early for a network whose loss became NaN or
+    infinite, and the backend's notices (FastPathWarning) for each, printed as they come."""
     x_train, y_train, x_test, y_test = data
-    histories = {}
+    histories, notices = {}, {}
     for title, model in (("correct", net), ("broken", broken)):
         print(f"--- training the {title} network")
         histories[title] = History()  # fit appends to it epoch by epoch
-        try:
-            # a diverging run overflows on its way to NaN: let DivergenceError say so, once
-            with np.errstate(over="ignore", invalid="ignore"):
-                fit(model, (x_train, y_train), (x_test, y_test), epochs=args.epochs,
-                    lr=args.lr, batch_size=args.batch_size, seed=args.seed, progress=False,
-                    history=histories[title])
-        except DivergenceError as error:
-            print(f"    diverged: {error}")
-    return histories
+        notices[title] = told = []
+        show_other = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, npnet.FastPathWarning):
+                return show_other(message, category, filename, lineno, file, line)
+            told.append(str(message))
+            print(f"    FastPathWarning: {message}")
+
+        with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+            warnings.simplefilter("always", npnet.FastPathWarning)
+            warnings.showwarning = show
+            try:
+                # a diverging run overflows on its way to NaN: let DivergenceError say so, once
+                with np.errstate(over="ignore", invalid="ignore"):
+                    fit(model, (x_train, y_train), (x_test, y_test), epochs=args.epochs,
+                        lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                        progress=False, history=histories[title])
+            except DivergenceError as error:
+                print(f"    diverged: {error}")
+        if told:
+            print("    fit ran the layers named above as written, broken backward included: "
+                  "the fast\n    backend found they disagree with its kernels (see the "
+                  "docstring, \"Why the broken\n    layer really trains broken\")")
+        else:
+            print("    no notice from the fast backend: every layer ran on a kernel shown to "
+                  "agree with it")
+    return histories, notices
 
 
 def parse_args(argv=None):
@@ -243,7 +271,8 @@ def main(argv=None) -> dict:
 
     print(f"\n=== 3. Training, {len(x_train)} images of the shipped MNIST sample, "
           f"{args.epochs} epochs, lr {args.lr}, batch size {args.batch_size}")
-    histories = train_both(net, broken, (x_train, y_train, data.x_test, data.y_test), args)
+    histories, notices = train_both(net, broken, (x_train, y_train, data.x_test, data.y_test),
+                                    args)
     print("\nepoch   correct: loss  test acc    broken: loss  test acc")
     for epoch in range(args.epochs):
         columns = []
@@ -251,7 +280,7 @@ def main(argv=None) -> dict:
             columns.append(f"{history.train_loss[epoch]:>9.3f} {history.test_acc[epoch]:>9.3f}"
                            if epoch < len(history) else f"{'diverged':>19}")
         print(f"{epoch + 1:>5}       " + "         ".join(columns))
-    return {"worst": worst, "histories": histories}
+    return {"worst": worst, "histories": histories, "notices": notices}
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ What a "step" is: one forward pass of the network in training mode. The recorder
 mode (``net.eval()``, e.g. measuring test accuracy) are neither counted nor recorded.
 
 Cost: when a step is not recorded, each hook returns after a comparison. A recorded step
-costs a handful of vectorized reductions per layer: about 12 ms for LeNet-BN with batch 256,
-whose training step takes about 110 ms, so about 1% of the training time with every=10
-(``measure_overhead`` measures it; ``Recorder.seconds`` is the time spent in the hooks).
+costs a handful of vectorized reductions per layer; ``measure_overhead`` measures what that
+adds to training (README.md, "Look inside", gives the figure), and ``Recorder.seconds`` is
+the time spent in the hooks.
 
     rec = Recorder(net, every=10, sample_size=2000)   # also keep 2,000 activation values
     ... train ...                                     # per layer at each recorded step
@@ -47,7 +47,9 @@ import time
 import numpy as np
 
 from .activation import ReLU, Sigmoid, Tanh
+from .loss import CrossEntropyLoss
 from .module import Module
+from .optim import SGD
 
 
 def saturated_fraction(layer: Module, y: np.ndarray) -> float:
@@ -239,9 +241,6 @@ def measure_overhead(net: Module, x: np.ndarray, labels: np.ndarray, every: int 
     (``Recorder.seconds``) keeps the answer steady on a busy machine, where the step time
     wobbles by more than the hooks cost. The network's state is restored afterwards.
     """
-    from .loss import CrossEntropyLoss
-    from .optim import SGD
-
     steps = max(every, steps // every * every)
     state, training = net.state_dict(), net.training
     criterion, optimizer = CrossEntropyLoss(), SGD(net.parameters(), lr=lr)

@@ -27,3 +27,16 @@ def test_readme_example_runs_and_its_gradcheck_passes():
     exec(compile(example, "README example", "exec"), namespace)
     assert np.isfinite(namespace["loss"])
     assert namespace["result"].max_error < 1e-6
+    assert namespace["net"].dtype == np.float32  # the check left the network as it was
+
+
+def test_readme_fast_loop_runs_after_the_example_and_changes_the_weights():
+    namespace = {}
+    first, fast_loop = code_blocks("python")[:2]
+    exec(compile(first.replace("print(npnet.gradcheck(", "(npnet.gradcheck("), "README example",
+                 "exec"), namespace)
+    before = namespace["net"].state_dict()
+    exec(compile(fast_loop, "README fast loop", "exec"), namespace)
+    assert np.isfinite(namespace["loss"])
+    after = namespace["net"].state_dict()
+    assert not np.array_equal(before["0.weight"], after["0.weight"])

@@ -36,7 +36,7 @@ from .kernel import AsWritten, LayoutFree
 from .layout import from_batch_last, to_batch_last
 from .linear import FlattenKernel, LinearKernel
 from .pool import AvgPool2dKernel
-from .proof import PROOF_BATCH, code_version, prove, reference_output
+from .proof import PROOF_BATCH, code_versions, prove, reference_output
 
 # layer class -> its kernel; a subclass gets its parent's kernel (and is proven like any other)
 KERNELS = {
@@ -166,7 +166,7 @@ class FastNet:
     def plan(self, x: np.ndarray) -> list:
         """The kernels that run a batch like x, made (and proven) on first use."""
         layers = self.layers()
-        key = (tuple(map(id, layers)), tuple(map(code_version, layers)),
+        key = (tuple(map(id, layers)), code_versions(layers),
                tuple(layer.training for layer in layers),
                tuple(bool(layer._forward_hooks or layer._backward_hooks) for layer in layers),
                x.shape[1:], x.dtype.str, self.input_grad)
@@ -226,7 +226,7 @@ class FastNet:
 
     def _prove(self, kernel_class, layers: list, x: np.ndarray, input_grad: bool):
         """``proof.prove``, remembered per layers, their code and mode, and input shape."""
-        key = (kernel_class, tuple(map(id, layers)), tuple(map(code_version, layers)),
+        key = (kernel_class, tuple(map(id, layers)), code_versions(layers),
                tuple(layer.training for layer in layers), input_grad, x.shape[1:])
         if key not in self._verdicts:
             self._verdicts[key] = prove(kernel_class, layers, x, input_grad)

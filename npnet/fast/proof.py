@@ -188,21 +188,48 @@ def code_version(layer) -> tuple:
     forward or backward set on the instance itself: that function and what it reaches, looked
     up afresh.
     """
-    cls = type(layer)
+    own = [vars(layer)[root] for root in ROOTS if root in vars(layer)]
+    if not own:
+        return (class_version(type(layer)),)
+    references = []
+    for method in own:
+        _reach(method, cls, references, set())
+    return (class_version(type(layer)), *own, *(held for _, _, held in references))
+
+
+def class_version(cls) -> int:
+    """The version of the code a class's forward and backward reach (see ``code_version``)."""
     entry = _tracked.get(cls)
-    if entry is None or any(_look_up(space, name) is not held for space, name, held in entry[1]):
+    if entry is None or _changed(entry[1]):
         references = []
         for root in ROOTS:
             references.append((cls, root, _look_up(cls, root)))
             _reach(_look_up(cls, root), cls, references, set())
         entry = _tracked[cls] = (next(_versions), references)
-    own = [vars(layer)[root] for root in ROOTS if root in vars(layer)]
-    if not own:
-        return (entry[0],)
-    references = []
-    for method in own:
-        _reach(method, cls, references, set())
-    return (entry[0], *own, *(held for _, _, held in references))
+    return entry[0]
+
+
+def _changed(references) -> bool:
+    """Whether any (namespace, name) no longer holds the function it held (the loop is
+    written out: it runs on every forward of a FastNet)."""
+    for space, name, held in references:
+        found = space.get(name) if type(space) is dict else getattr(space, name, None)
+        if found is not held and getattr(found, "__func__", None) is not held:
+            return True
+    return False
+
+
+def code_versions(layers) -> tuple:
+    """``code_version`` of each layer, each class's code checked once."""
+    checked = {}
+    versions = []
+    for layer in layers:
+        cls = type(layer)
+        if cls not in checked:
+            checked[cls] = class_version(cls)
+        own = "forward" in vars(layer) or "backward" in vars(layer)
+        versions.append(code_version(layer) if own else (checked[cls],))
+    return tuple(versions)
 
 
 def _look_up(space, name):
