@@ -3,11 +3,20 @@
     python benchmarks/bench_lenet.py                # 2 threads (the machine's cores)
     python benchmarks/bench_lenet.py --threads 1    # both sides pinned to one thread
     python benchmarks/bench_lenet.py --profile      # npnet's time per layer, forward/backward
+    python benchmarks/bench_lenet.py --as-written   # npnet's layers as written, not FastNet
     python benchmarks/bench_lenet.py --quick        # a few iterations (CI): runs, times nothing
 
 What is measured, on random 28x28 images (the same arrays on both sides), float32:
 - training step at batch 256: forward, softmax cross-entropy, backward, SGD step (lr 0.1);
 - evaluation (``model.eval()``, no gradients) at batch 256 and 1000.
+
+npnet's side runs the network through ``npnet.FastNet(model)``, the fast backend that ``fit``
+and ``evaluate`` use, created once. It is built with ``input_grad=False``: the images need no
+gradient (as a torch input without ``requires_grad``), so the first convolution skips dL/dx.
+``--as-written`` measures the plain ``Sequential`` instead: every layer's own forward and
+backward, as written. The FastNet's first call in each mode plans and proves its kernels
+(npnet/fast/proof.py); that once-per-network cost is reported on its own line, and the
+warm-up takes it out of the timed blocks.
 The two libraries alternate in blocks after a warm-up; before every timed block the process
 sleeps 0.3 s, because OpenBLAS's worker threads keep spinning for a while after a matrix
 product and would slow whichever side runs next. Each throughput is the median over blocks.
@@ -63,21 +72,40 @@ def npnet_train_step(model, optimizer, criterion):
     return step
 
 
-def npnet_sides():
-    """(train_step, eval_fn) for npnet."""
+def npnet_sides(as_written: bool = False):
+    """(train_step, eval_fn) for npnet: through one ``npnet.FastNet`` over the model, or with
+    ``as_written`` through the model itself (a plain Sequential)."""
     model = npnet_model()
-    model.requires_input_grad = False  # the images need no gradient (torch: requires_grad)
+    # the images need no gradient (torch: requires_grad=False), so input_grad=False
+    net = model if as_written else npnet.FastNet(model, input_grad=False)
     optimizer = npnet.SGD(model.parameters(), lr=LR)
-    train = npnet_train_step(model, optimizer, npnet.CrossEntropyLoss())
+    train = npnet_train_step(net, optimizer, npnet.CrossEntropyLoss())
 
     def train_step(images, labels):
-        model.train()
+        net.train()
         train(images, labels)
 
     def evaluate(images):
-        model.eval()
-        return model(images)
+        net.eval()
+        return net(images)
     return train_step, evaluate
+
+
+def planning_ms(repeats: int) -> dict:
+    """{mode: ms} for a FastNet's first call in training and in evaluation mode: planning
+    and proving its kernels (``FastNet.plan``; later calls find the plan in its cache).
+    Median over ``repeats`` fresh networks (the first one in the process also walks the layers'
+    code once for ``proof.code_version``)."""
+    images, _ = make_batch(BATCH)
+    times = {"train": [], "eval": []}
+    for _ in range(repeats):
+        fast = npnet.FastNet(npnet_model(), input_grad=False)
+        for mode in times:
+            getattr(fast, mode)()
+            start = time.perf_counter()
+            fast.plan(images)
+            times[mode].append((time.perf_counter() - start) * 1e3)
+    return {mode: statistics.median(values) for mode, values in times.items()}
 
 
 def torch_model(batch_norm_kind: str):
@@ -211,12 +239,12 @@ def rss_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def memory_child(side: str, threads: int) -> None:
+def memory_child(side: str, threads: int, as_written: bool) -> None:
     """Runs in a subprocess: print the peak RSS growth (KiB) of three training steps."""
     set_threads(threads)
     images, labels = make_batch(BATCH)
     if side == "npnet":
-        train_step, _ = npnet_sides()
+        train_step, _ = npnet_sides(as_written)
     else:
         import torch
         train_step, _ = torch_sides(side.split("-")[1])
@@ -229,10 +257,11 @@ def memory_child(side: str, threads: int) -> None:
     print(rss_kib("VmHWM") - before)
 
 
-def peak_memory_mib(side: str, threads: int) -> float | None:
+def peak_memory_mib(side: str, threads: int, as_written: bool) -> float | None:
     try:
         out = subprocess.run([sys.executable, __file__, "--memory-child", side,
-                              "--threads", str(threads)],
+                              "--threads", str(threads)]
+                             + (["--as-written"] if as_written else []),
                              capture_output=True, text=True, check=True, timeout=300)
         return int(out.stdout.split()[-1]) / 1024
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as error:
@@ -240,12 +269,12 @@ def peak_memory_mib(side: str, threads: int) -> float | None:
         return None
 
 
-def tracemalloc_peak_mib() -> float:
+def tracemalloc_peak_mib(as_written: bool) -> float:
     """npnet only: numpy reports its allocations to tracemalloc; peak of a training step."""
     import tracemalloc
     images, labels = make_batch(BATCH)
-    train_step, _ = npnet_sides()
-    train_step(images, labels)  # buffers that persist between steps are allocated here...
+    train_step, _ = npnet_sides(as_written)
+    train_step(images, labels)  # the plan, and buffers kept between steps, are made here...
     tracemalloc.start()
     train_step(images, labels)  # ...so this measures what a step needs on top of them
     _, peak = tracemalloc.get_traced_memory()
@@ -254,12 +283,15 @@ def tracemalloc_peak_mib() -> float:
 
 
 # -------------------------------------------------------------------------------- profile
-def profile_layers(model, images, labels, iterations: int):
-    """[(layer name, forward ms, backward ms)], medians over ``iterations`` training steps.
+def profile_layers(model, net, images, labels, iterations: int):
+    """[(layer name, forward ms, backward ms)], medians over ``iterations`` training steps of
+    ``net`` (a FastNet over ``model``, or ``model`` itself).
 
-    Forward and backward hooks stamp the clock after every layer, so each layer's time is the
-    gap since the previous stamp (the first layer's includes moving the input to the batch-last
-    layout; the loss and the SGD step are rows of their own).
+    Forward and backward hooks on ``model``'s layers stamp the clock after every layer (a
+    FastNet fires them per layer too), so each layer's time is the gap since the previous
+    stamp. Through a FastNet, the first layer's forward includes moving the input to the
+    batch-last layout, the loss row moving the logits back, and the last layer's backward
+    moving dL/dlogits; the loss and the SGD step are rows of their own.
     """
     criterion = npnet.CrossEntropyLoss()
     optimizer = npnet.SGD(model.parameters(), lr=LR)
@@ -271,23 +303,21 @@ def profile_layers(model, images, labels, iterations: int):
             lambda *_: stamps.append(time.perf_counter())))
     layers = len(model)
     rows = []
-    for _ in range(iterations + 2):
+    for _ in range(iterations + 2):  # the first (planning, with a FastNet) and second: warm-up
         stamps.clear()
         start = time.perf_counter()
-        logits = model(images)
+        logits = net(images)
         criterion(logits, labels)
         optimizer.zero_grad()
         grad = criterion.backward()
         loss_done = time.perf_counter()
-        model.backward(grad)
+        net.backward(grad)
         backward_done = time.perf_counter()
         optimizer.step()
         step_done = time.perf_counter()
         forward = np.diff([start] + stamps[:layers])
         # backward stamps come last layer first; layer k's time is the gap before its stamp
         backward = np.diff([loss_done] + stamps[layers:])[::-1]
-        if len(backward) < layers:  # the first layer skipped its input gradient: no hook gap
-            backward = np.concatenate([[backward_done - stamps[-1]], backward])
         rows.append((forward, backward, loss_done - stamps[layers - 1],
                      step_done - backward_done))
     for handle in handles:
@@ -302,9 +332,10 @@ def profile_layers(model, images, labels, iterations: int):
     return table
 
 
-def profile_evaluation(model, images, iterations: int):
-    """[(layer name, forward ms)] in evaluation mode, medians over ``iterations`` passes."""
-    model.eval()
+def profile_evaluation(model, net, images, iterations: int):
+    """[(layer name, forward ms)] in evaluation mode, medians over ``iterations`` passes of
+    ``net`` (a FastNet over ``model``, or ``model`` itself)."""
+    net.eval()
     stamps = []
     handles = [layer.register_forward_hook(lambda *_: stamps.append(time.perf_counter()))
                for layer in model]
@@ -312,34 +343,35 @@ def profile_evaluation(model, images, iterations: int):
     for _ in range(iterations + 2):
         stamps.clear()
         start = time.perf_counter()
-        model(images)
+        net(images)
         rows.append(np.diff([start] + stamps))
     for handle in handles:
         handle.remove()
-    model.train()
+    net.train()
     forward = np.median(rows[2:], axis=0) * 1e3
     return [(f"{position}: {layer.short_name()}", forward[position])
             for position, layer in enumerate(model)]
 
 
-def profile(iterations: int) -> None:
+def profile(iterations: int, as_written: bool) -> None:
     """npnet's time per layer, forward and backward, in training mode at batch 256."""
     images, labels = make_batch(BATCH)
     model = npnet_model()
-    model.requires_input_grad = False
-    rows = profile_layers(model, images, labels, iterations=iterations)
+    net = model if as_written else npnet.FastNet(model, input_grad=False)
+    rows = profile_layers(model, net, images, labels, iterations=iterations)
     total_forward = sum(row[1] for row in rows)
     total_backward = sum(row[2] for row in rows)
-    print(f"\nnpnet LeNet-BN, training mode, batch {BATCH}, milliseconds per step "
-          f"(median of {iterations})")
-    print("(the hooks that time each layer keep Sequential from fusing BatchNorm, Sigmoid and "
-          "AvgPool2d:\n these rows are the layers unfused; the tables above run fused)")
+    print(f"\nnpnet LeNet-BN ({'layers as written' if as_written else 'npnet.FastNet'}), "
+          f"training mode, batch {BATCH}, milliseconds per step (median of {iterations})")
+    if not as_written:
+        print("(the hooks that time each layer keep FastNet from fusing BatchNorm, Sigmoid and "
+              "AvgPool2d:\n these rows are the layers unfused; the tables above run fused)")
     print(f"{'layer':<40} {'forward':>8} {'backward':>9}")
     for name, forward_ms, backward_ms in rows:
         print(f"{name:<40} {forward_ms:8.3f} {backward_ms:9.3f}")
     print(f"{'total':<40} {total_forward:8.3f} {total_backward:9.3f}")
     batch = EVAL_BATCHES[-1]
-    rows = profile_evaluation(model, make_batch(batch)[0], iterations)
+    rows = profile_evaluation(model, net, make_batch(batch)[0], iterations)
     print(f"\nevaluation mode, batch {batch}, milliseconds (median of {iterations})")
     for name, forward_ms in rows:
         print(f"{name:<40} {forward_ms:8.3f}")
@@ -352,6 +384,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="a few iterations, for CI")
     parser.add_argument("--profile", action="store_true", help="npnet's time per layer")
+    parser.add_argument("--as-written", action="store_true",
+                        help="measure npnet's layers as written (a plain Sequential: every "
+                             "layer's own forward and backward) instead of npnet.FastNet")
     parser.add_argument("--no-torch", action="store_true", help="measure npnet only")
     parser.add_argument("--torch-bn", choices=["scratch", "nn", "both"], default="both",
                         help="which PyTorch BatchNorm to compare with")
@@ -360,7 +395,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.memory_child:
-        memory_child(args.memory_child, args.threads)
+        memory_child(args.memory_child, args.threads, args.as_written)
         return
     set_threads(args.threads)
     blocks, iterations, warmup = (1, 2, 1) if args.quick else (args.blocks, 10, 5)
@@ -377,8 +412,16 @@ def main() -> None:
         print("note: other processes are running; with 2 threads OpenBLAS then waits for a "
               "busy core (see benchmarks/README.md), and the numbers mean little")
 
+    if args.as_written:
+        print("npnet: the layers as written (a plain Sequential), --as-written")
+    else:
+        planning = planning_ms(1 if args.quick else 3)
+        print(f"npnet: npnet.FastNet(model, input_grad=False). FastNet planning and proof: "
+              f"train {planning['train']:.1f} ms, eval {planning['eval']:.1f} ms (once per "
+              f"network, mode and code version)")
+
     images, labels = make_batch(BATCH)
-    sides = {"npnet": npnet_sides()}
+    sides = {"npnet": npnet_sides(args.as_written)}
     if use_torch:
         import torch
         for kind in kinds:
@@ -411,17 +454,17 @@ def main() -> None:
         print(line)
 
     if not args.quick:
-        peaks = {name: peak_memory_mib(name, args.threads) for name in names}
+        peaks = {name: peak_memory_mib(name, args.threads, args.as_written) for name in names}
         line = f"{'peak MiB, training step':<26}"
         line += "".join(f"{'?' if peaks[n] is None else f'{peaks[n]:.1f}':>15}" for n in names)
         print(line)
         print(f"npnet's peak by tracemalloc (numpy allocations during one step, after a first "
-              f"step): {tracemalloc_peak_mib():.1f} MiB")
+              f"step): {tracemalloc_peak_mib(args.as_written):.1f} MiB")
     if args.profile:
         if args.threads > 1 and load > 0.9:
             print("\nnote: the per-layer profile at more than one thread is only meaningful on "
                   "an idle machine: each OpenBLAS product may wait for a core (rows of ~16 ms)")
-        profile(3 if args.quick else 20)
+        profile(3 if args.quick else 20, args.as_written)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ The same configurations as tests/test_gradcheck.py, as a report a learner can re
 Each row is one layer: the worst relative error over its input gradient and every parameter
 gradient, and which array it was in. Below 1e-6 passes; a broken backward shows up near 1.
 Change a layer's backward (say, drop a term in npnet/batchnorm.py) and run it again.
+
+The last rows check the whole LeNet-BN with its loss twice in each mode: its layers as written
+(each layer's own forward and backward, what ``Sequential`` runs) and through
+``npnet.FastNet``, the fast backend that ``fit`` and ``evaluate`` use, built with
+``input_grad=True`` so that it returns dL/dx for the check. Both must pass. (Had you broken a
+layer, the backend would warn that it disagrees with its kernel and run it as written: both
+rows would then fail alike.)
 """
 
 import numpy as np
@@ -41,6 +48,7 @@ def distinct(*shape):
 
 
 def warmed_up_lenet(training):
+    npnet.manual_seed(0)  # the same weights in every LeNet-BN row
     net = lenet(batch_norm=True).astype(np.float64)
     rng = np.random.default_rng(4)
     for _ in range(30):  # realistic moving statistics for evaluation mode
@@ -62,22 +70,25 @@ CASES = [
     ("BatchNorm(5, 2), evaluation", lambda: batchnorm(5, 2, False), randn(6, 5) * 3 + 1, {}),
     ("BatchNorm(4, 4), training", lambda: batchnorm(4, 4, True), randn(3, 4, 5, 3), {}),
     ("BatchNorm(4, 4), evaluation", lambda: batchnorm(4, 4, False), randn(3, 4, 5, 3), {}),
-    ("LeNet-BN + CrossEntropyLoss, training", lambda: warmed_up_lenet(True),
+] + [
+    (f"LeNet-BN + CrossEntropyLoss, {mode}, {how}", make,
      np.random.default_rng(5).random((8, 1, 28, 28)),
-     {"loss": npnet.CrossEntropyLoss(), "labels": np.arange(8), "max_entries": 25}),
-    ("LeNet-BN + CrossEntropyLoss, evaluation", lambda: warmed_up_lenet(False),
-     np.random.default_rng(5).random((8, 1, 28, 28)),
-     {"loss": npnet.CrossEntropyLoss(), "labels": np.arange(8), "max_entries": 25}),
+     {"loss": npnet.CrossEntropyLoss(), "labels": np.arange(8), "max_entries": 25})
+    for mode, training in (("training", True), ("evaluation", False))
+    for how, make in (
+        ("as written", lambda training=training: warmed_up_lenet(training)),
+        ("FastNet", lambda training=training: npnet.FastNet(warmed_up_lenet(training),
+                                                             input_grad=True)))
 ]
 
 
 def main():
     npnet.manual_seed(0)
-    print(f"{'layer':<44} {'worst rel. error':>16}  where")
+    print(f"{'layer':<52} {'worst rel. error':>16}  where")
     for name, make, x, kwargs in CASES:
         result = npnet.gradcheck(make(), x, **kwargs)
         worst = result.worst
-        print(f"{name:<44} {result.max_error:>16.2e}  {worst.name} {worst.worst_index}")
+        print(f"{name:<52} {result.max_error:>16.2e}  {worst.name} {worst.worst_index}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
     python examples/train_lenet.py --dataset fashion-mnist --no-batchnorm   # section 6.6
     python examples/train_lenet.py --dataset sample --epochs 2   # offline, about a minute
     python examples/train_lenet.py --resume --epochs 15      # 5 more epochs of a 10-epoch run
+    python examples/train_lenet.py --dataset sample --no-fast   # every layer as written
+
+Training and evaluation run on npnet's fast backend (npnet/fast), which uses a kernel in place
+of a layer's own forward and backward only where it has first shown, on a tiny batch, that the
+kernel gives what the layer as written gives (a layer that disagrees, e.g. one you edited, runs
+as written, with a one-line FastPathWarning). --no-fast runs every layer's own forward and
+backward, as written: slower, the same numbers.
 
 Everything goes into one folder (--out, default runs/<dataset>-<bn|plain>):
 checkpoint.npz and history.json after every epoch, so an interrupted run can be continued
@@ -31,7 +38,7 @@ from npnet.datasets import (FASHION_MNIST_CLASSES, MNIST_CLASSES, DatasetNotFoun
                             load_fashion_mnist, load_mnist, load_mnist_sample)
 from npnet.models import lenet
 from npnet.plots import plot_history, plot_predictions
-from npnet.train import DivergenceError, History, fit
+from npnet.train import DivergenceError, History, fit, runner_for
 
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "sample": "the MNIST sample"}
 
@@ -78,6 +85,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "history and epoch count")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar, only one line per epoch (for log files)")
+    parser.add_argument("--no-fast", action="store_true",
+                        help="run every layer's own forward and backward, as written: slower; "
+                             "the same numbers. By default training, evaluation and the "
+                             "predictions run on npnet's fast backend (npnet/fast), whose "
+                             "kernels are each checked against the layers as written first "
+                             "(setting the environment variable NPNET_FAST=0 is the same as "
+                             "--no-fast)")
     args = parser.parse_args(argv)
     if args.epochs < 0 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--epochs must be >= 0, --batch-size and --limit >= 1")
@@ -141,10 +155,13 @@ def main(argv=None) -> None:
         print(f"note: starting a new run in {out}, replacing its files (--resume continues "
               f"the saved run instead)")
 
+    # fit's fast=None: the fast backend (unless NPNET_FAST=0); False: the layers as written
+    fast = False if args.no_fast else None
     name = "LeNet-BN" if batch_norm else "LeNet"
     print(f"{name} on {TITLES[dataset]}: {len(x_train)} training and {len(data.x_test)} test "
           f"images; lr {optimizer.lr}, batch size {args.batch_size}, {args.epochs} epochs, "
-          f"{args.init} init, seed {args.seed}")
+          f"{args.init} init, seed {args.seed}"
+          + ("; every layer as written (--no-fast)" if args.no_fast else ""))
     config = {"dataset": dataset, "batch_norm": batch_norm, "batch_size": args.batch_size,
               "init": args.init, "seed": args.seed, "limit": args.limit}
     title = f"{name} on {TITLES[dataset]}"
@@ -160,7 +177,7 @@ def main(argv=None) -> None:
         fit(model, (x_train, y_train), (data.x_test, data.y_test),
             epochs=max(args.epochs - len(history), 0), batch_size=args.batch_size,
             optimizer=optimizer, seed=args.seed, history=history, on_epoch_end=save_run,
-            progress=not args.no_progress)
+            progress=not args.no_progress, fast=fast)
     except DivergenceError as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
@@ -171,7 +188,9 @@ def main(argv=None) -> None:
         print("no epochs trained (--epochs 0)")
         return
     plot_history(history, out / "learning_curves.png", title=title)
-    plot_predictions(model, data.x_test, data.y_test, class_names, out / "predictions.png")
+    # what runs the model for the predictions: a FastNet over it, or (--no-fast) the model
+    plot_predictions(runner_for(model, fast), data.x_test, data.y_test, class_names,
+                     out / "predictions.png")
     best = history.best_epoch()
     print(f"final test acc {history.test_acc[-1]:.3f} (epoch {len(history)}), best "
           f"{history.test_acc[best - 1]:.3f} (epoch {best})")

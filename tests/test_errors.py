@@ -6,71 +6,68 @@ import numpy as np
 import pytest
 
 import npnet
-
-
-def f32(*shape):
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+from conftest import randn32
 
 
 # ---------------------------------------------------------------- wrong number of dimensions
 def test_conv2d_wrong_ndim():
     with pytest.raises(ValueError, match=r"Conv2d\(1, 6, kernel_size=5\) expects input "
                                          r"\(N, 1, H, W\); got \(28, 28\)"):
-        npnet.Conv2d(1, 6, 5)(f32(28, 28))
+        npnet.Conv2d(1, 6, 5)(randn32(28, 28))
 
 
 def test_linear_wrong_ndim_suggests_the_shape():
     with pytest.raises(ValueError, match=r"Linear\(256, 120\) expects input \(N, 256\); "
                                          r"got \(2, 16, 4, 4\)"):
-        npnet.Linear(256, 120)(f32(2, 16, 4, 4))
+        npnet.Linear(256, 120)(randn32(2, 16, 4, 4))
 
 
 def test_pool_wrong_ndim():
     with pytest.raises(ValueError, match=r"AvgPool2d\(kernel_size=2, stride=2\) expects input "
                                          r"\(N, C, H, W\); got \(3, 8, 8\)"):
-        npnet.AvgPool2d(2)(f32(3, 8, 8))
+        npnet.AvgPool2d(2)(randn32(3, 8, 8))
 
 
 def test_batchnorm_wrong_ndim():
     with pytest.raises(ValueError, match=r"BatchNorm\(6, num_dims=4\) expects input "
                                          r"\(N, 6, H, W\); got \(4, 6\)"):
-        npnet.BatchNorm(6, 4)(f32(4, 6))
+        npnet.BatchNorm(6, 4)(randn32(4, 6))
 
 
 def test_flatten_needs_a_batch_axis():
     with pytest.raises(ValueError, match=r"Flatten expects input \(N, \.\.\.\)"):
-        npnet.Flatten()(f32(5))
+        npnet.Flatten()(randn32(5))
 
 
 # ------------------------------------------------------------ wrong channel / feature count
 def test_conv2d_wrong_channels():
     with pytest.raises(ValueError, match=r"expects input \(N, 3, H, W\); got \(2, 1, 8, 8\)"):
-        npnet.Conv2d(3, 4, 3)(f32(2, 1, 8, 8))
+        npnet.Conv2d(3, 4, 3)(randn32(2, 1, 8, 8))
 
 
 def test_linear_wrong_features():
     with pytest.raises(ValueError, match=r"Linear\(10, 2\) expects input \(N, 10\); "
                                          r"got \(4, 9\)"):
-        npnet.Linear(10, 2)(f32(4, 9))
+        npnet.Linear(10, 2)(randn32(4, 9))
 
 
 def test_batchnorm_wrong_features():
     with pytest.raises(ValueError, match=r"BatchNorm\(120, num_dims=2\) expects input "
                                          r"\(N, 120\); got \(4, 84\)"):
-        npnet.BatchNorm(120, 2)(f32(4, 84))
+        npnet.BatchNorm(120, 2)(randn32(4, 84))
 
 
 # ------------------------------------------------------------------- input too small
 def test_conv2d_input_smaller_than_kernel():
     with pytest.raises(ValueError, match=r"Conv2d\(1, 6, kernel_size=5\) needs an input at "
                                          r"least as large as its kernel \(5, 5\).*got 4x9"):
-        npnet.Conv2d(1, 6, 5)(f32(1, 1, 4, 9))
+        npnet.Conv2d(1, 6, 5)(randn32(1, 1, 4, 9))
 
 
 def test_pool_input_smaller_than_kernel():
     with pytest.raises(ValueError, match=r"AvgPool2d\(kernel_size=5, stride=5\) needs an input "
                                          r"at least as large"):
-        npnet.AvgPool2d(5)(f32(1, 2, 4, 4))
+        npnet.AvgPool2d(5)(randn32(1, 2, 4, 4))
 
 
 # ------------------------------------------------------------------ bad constructor args
@@ -110,17 +107,17 @@ def test_batchnorm_num_dims_must_be_2_or_4():
 ], ids=lambda layer: type(layer).__name__)
 def test_backward_before_forward(layer):
     with pytest.raises(RuntimeError, match=r"backward called before forward"):
-        layer.backward(f32(2, 2))
+        layer.backward(randn32(2, 2))
 
 
 @pytest.mark.parametrize("layer, x", [
-    (npnet.Conv2d(1, 2, 3), f32(2, 1, 5, 5)),
-    (npnet.Linear(3, 2), f32(4, 3)),
-    (npnet.AvgPool2d(2), f32(1, 2, 4, 4)),
-    (npnet.MaxPool2d(2), f32(1, 2, 4, 4)),
-    (npnet.Sigmoid(), f32(3, 4)),
-    (npnet.BatchNorm(3, 2), f32(4, 3)),
-    (npnet.Flatten(), f32(2, 3, 4)),
+    (npnet.Conv2d(1, 2, 3), randn32(2, 1, 5, 5)),
+    (npnet.Linear(3, 2), randn32(4, 3)),
+    (npnet.AvgPool2d(2), randn32(1, 2, 4, 4)),
+    (npnet.MaxPool2d(2), randn32(1, 2, 4, 4)),
+    (npnet.Sigmoid(), randn32(3, 4)),
+    (npnet.BatchNorm(3, 2), randn32(4, 3)),
+    (npnet.Flatten(), randn32(2, 3, 4)),
 ], ids=lambda v: type(v).__name__ if not isinstance(v, np.ndarray) else "")
 def test_gradient_of_the_wrong_shape(layer, x):
     y = layer(x)
@@ -146,20 +143,20 @@ def test_dtype_mismatch_is_refused_not_upcast():
 # ---------------------------------------------------------------------------- the loss
 def test_labels_out_of_range():
     with pytest.raises(ValueError, match=r"labels in \[0, 10\) for 10 classes; got 10"):
-        npnet.CrossEntropyLoss()(f32(3, 10), np.array([0, 10, 2]))
+        npnet.CrossEntropyLoss()(randn32(3, 10), np.array([0, 10, 2]))
     with pytest.raises(ValueError, match=r"got -1"):
-        npnet.CrossEntropyLoss()(f32(3, 10), np.array([0, -1, 2]))
+        npnet.CrossEntropyLoss()(randn32(3, 10), np.array([0, -1, 2]))
 
 
 def test_labels_not_integers():
     with pytest.raises(TypeError, match=r"integer class labels .* got dtype float64"):
-        npnet.CrossEntropyLoss()(f32(3, 10), np.array([0.0, 1.0, 2.0]))
+        npnet.CrossEntropyLoss()(randn32(3, 10), np.array([0.0, 1.0, 2.0]))
 
 
 def test_labels_of_the_wrong_count():
     with pytest.raises(ValueError, match=r"labels of shape \(3,\), one per row of the logits "
                                          r"\(3, 10\); got \(4,\)"):
-        npnet.CrossEntropyLoss()(f32(3, 10), np.array([0, 1, 2, 3]))
+        npnet.CrossEntropyLoss()(randn32(3, 10), np.array([0, 1, 2, 3]))
 
 
 def test_loss_backward_before_forward():

@@ -66,6 +66,23 @@ def test_resume_continues_the_run(first_run):
     assert len(history["train_loss"]) == len(history["test_acc"]) == 2
 
 
+def test_no_fast_runs_the_layers_as_written_with_the_same_numbers(first_run, tmp_path):
+    """--no-fast: fit, evaluation and the predictions run every layer's own forward and
+    backward; the first run (the fast backend, by default) gave the same numbers."""
+    fast_dir, _ = first_run
+    result = run_example(tmp_path, "--dataset", "sample", "--epochs", "1", "--limit", "1000",
+                         "--no-fast")
+    assert "every layer as written (--no-fast)" in result.stdout
+    assert (tmp_path / "runs" / "sample-bn" / "predictions.png").read_bytes()[:8] == \
+        PNG_SIGNATURE
+    fast = json.loads((fast_dir / "runs" / "sample-bn" / "history.json").read_text())
+    written = json.loads((tmp_path / "runs" / "sample-bn" / "history.json").read_text())
+    for name in ("train_loss", "test_loss"):  # epoch 1 (a resumed first run has more)
+        assert written[name][0] == pytest.approx(fast[name][0], rel=1e-4), name
+    for name in ("train_acc", "test_acc"):  # a prediction at a near tie may flip
+        assert written[name][0] == pytest.approx(fast[name][0], abs=2e-3), name
+
+
 def test_mnist_missing_falls_back_to_the_sample_in_one_line(tmp_path):
     result = run_example(tmp_path, "--no-download", "--epochs", "1", "--limit", "300",
                          "--no-batchnorm", "--init", "default")
@@ -90,5 +107,5 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--lr",
                    "--no-batchnorm", "--seed", "--init", "--out", "--resume", "--no-download",
-                   "--limit"):
+                   "--limit", "--no-fast", "--no-progress"):
         assert option in result.stdout

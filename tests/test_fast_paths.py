@@ -1,156 +1,200 @@
-"""The fast path against the textbook path, layer by layer and for the whole network.
+"""The fast backend (npnet/fast) against the layers as written, kernel by kernel and for whole
+networks.
 
-``Sequential`` runs layers through ``forward_batch_last`` / ``backward_batch_last``: the same
-math on arrays stored with the batch as the last axis, (C, H, W, N) or (F, N). Each layer's
-plain ``forward`` / ``backward`` (the textbook form, e.g. ``conv2d_forward`` with ``col2im``)
-is the reference here: for the same input, parameters and upstream gradient, both paths must
-give the same output, input gradient, parameter gradients and moving statistics, in float64
-(to rounding, 1e-10) and in float32 (to float32 rounding, and still float32).
+The layers in npnet/*.py are the reference: for the same input, parameters and upstream
+gradient, a kernel run on the batch-last layout must give the layers' output, input gradient,
+parameter gradients and moving statistics, in float64 (to rounding, 1e-10) and in float32 (to
+float32 rounding, and still float32). The kernels are built here directly, e.g.
+``Conv2dKernel(layer, input_grad=True)``, and fed ``to_batch_last(x)``; the whole networks run
+through ``FastNet`` next to the same network run by ``Sequential``.
 """
 
 import inspect
+import warnings
 
 import numpy as np
 import pytest
 
 import npnet
+from conftest import DTYPE_IDS, DTYPES, assert_close, assert_same, images, randn, step_results, \
+    twins
 from npnet import activation, batchnorm, container, conv, flatten, linear, pool, windows
+from npnet.fast import FastNet, FastPathWarning, kernel_for
+from npnet.fast import conv as fast_conv
+from npnet.fast import layout
+from npnet.fast.activation import SigmoidKernel
+from npnet.fast.batchnorm import BatchNormKernel
+from npnet.fast.conv import Conv2dKernel
+from npnet.fast.fused import BatchNormSigmoidPoolKernel
+from npnet.fast.kernel import AsWritten, LayoutFree
+from npnet.fast.layout import from_batch_last, to_batch_last
+from npnet.fast.linear import FlattenKernel, LinearKernel
+from npnet.fast.pool import AvgPool2dKernel
 from npnet.models import lenet
-from npnet.windows import from_batch_last, to_batch_last
 
-DTYPES = [np.float64, np.float32]
-TOL = {np.float64: 1e-10, np.float32: 2e-5}
-
-
-def assert_close(actual, expected, dtype, what, scale=None):
-    """Equal to rounding: relative to ``scale``, by default the largest |expected|."""
-    assert actual.dtype == np.dtype(dtype), f"{what}: {actual.dtype}, expected {dtype}"
-    if scale is None:
-        scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    np.testing.assert_allclose(actual, expected, rtol=TOL[dtype], atol=TOL[dtype] * scale,
-                               err_msg=what)
+MODES = [True, False]
+MODE_IDS = ["training", "evaluation"]
 
 
-def nontrivial(layer, rng):
-    """Give BatchNorm parameters and moving statistics that are not ones and zeros."""
-    if isinstance(layer, npnet.BatchNorm):
-        shape = layer.gamma.shape
-        dtype = layer.gamma.dtype
-        layer.gamma.data[...] = rng.uniform(0.5, 2.0, shape)
-        layer.beta.data[...] = rng.standard_normal(shape)
-        layer.moving_mean = rng.standard_normal(shape).astype(dtype)
-        layer.moving_var = rng.uniform(0.5, 2.0, shape).astype(dtype)
-    return layer
+def layers_of(module) -> list:
+    return list(module) if isinstance(module, npnet.Sequential) else [module]
 
 
-def both_paths(make_layer, x, dtype, training=True, seed=0):
-    """Run the textbook path and the batch-last path on twin layers; return both results as
-    dicts of batch-first arrays: output, input gradient, every parameter gradient, buffers."""
-    results = []
-    for fast in (False, True):
-        npnet.manual_seed(seed)
-        layer = nontrivial(make_layer(), np.random.default_rng(seed)).astype(dtype)
-        layer.train(training)
-        rng = np.random.default_rng(seed + 1)
-        x_typed = np.asarray(x, dtype=dtype)
-        if fast:
-            y = from_batch_last(layer.forward_batch_last(to_batch_last(x_typed)))
-        else:
-            y = layer.forward(x_typed)
-        grad_out = rng.standard_normal(y.shape).astype(dtype)
-        layer.zero_grad()
-        if fast:
-            grad_x = from_batch_last(layer.backward_batch_last(to_batch_last(grad_out)))
-        else:
-            grad_x = layer.backward(grad_out)
-        result = {"output": np.asarray(y), "input gradient": np.asarray(grad_x)}
+def results_of(layers, y, grad_x) -> dict:
+    """Output, dL/dx (unless None), every parameter gradient and every buffer, batch first."""
+    results = {"output": np.asarray(y)}
+    if grad_x is not None:
+        results["dL/dx"] = np.asarray(grad_x)
+    for position, layer in enumerate(layers):
         for name, param in layer.named_parameters():
-            result[f"dL/d{name}"] = param.grad.copy()
-        result.update(dict(layer.named_buffers()))
-        results.append(result)
+            results[f"dL/d{position}.{name}"] = param.grad.copy()
+        for name, value in layer.named_buffers():
+            results[f"{position}.{name}"] = np.array(value)
     return results
 
 
-def assert_same(reference, fast, dtype):
-    """Every array equal to rounding. Gradients are judged on the scale of the largest
-    gradient: a convolution bias before a BatchNorm has a gradient that is zero up to
-    rounding (~1e-17), which neither path computes more exactly than the other."""
-    assert reference.keys() == fast.keys()
-    gradient_scale = max(float(np.abs(array).max(initial=0.0))
-                         for key, array in reference.items() if key.startswith("dL/d")) \
-        if any(key.startswith("dL/d") for key in reference) else None
-    for key in reference:
-        assert fast[key].shape == reference[key].shape, key
-        scale = gradient_scale if key.startswith("dL/d") else None
-        assert_close(fast[key], reference[key], dtype, key, scale)
+def kernel_and_layers(make, x, dtype, training, kernel_class=None, input_grad=True):
+    """Twin layers (``make()`` gives a layer, or a Sequential of the layers one kernel stands
+    for), one run as written, forward then backward, the other by its kernel on the batch-last
+    layout, from the same upstream gradient. Returns (as written, by the kernel), each a dict
+    as ``results_of`` makes it."""
+    reference, twin = (layers_of(module) for module in twins(make, dtype, training))
+    x = np.asarray(x, dtype=dtype)
 
+    y = x
+    for layer in reference:
+        y = layer.forward(y)
+    grad_out = randn(*y.shape, seed=7, dtype=dtype)
+    grad = grad_out
+    for layer in reversed(reference):
+        grad = layer.backward(grad)
+    expected = results_of(reference, y, grad)
 
-def randn(*shape, seed=3):
-    return np.random.default_rng(seed).standard_normal(shape)
+    kernel = (kernel_class or kernel_for(twin[0]))(*twin, input_grad=input_grad)
+    y = from_batch_last(kernel.forward(to_batch_last(x)))
+    grad = kernel.backward(to_batch_last(grad_out))
+    got = results_of(twin, y, None if grad is None else from_batch_last(grad))
+    if not isinstance(kernel, LayoutFree):  # which runs the layer's own methods, cache and all
+        assert all(layer.cache is None for layer in twin), "a kernel wrote a layer's cache"
+    return expected, got
 
 
 # ------------------------------------------------------------------------- layer by layer
+# name: (make the layer, input shape, the kernel the backend runs it with)
 LAYERS = {
-    "Conv2d(1, 6, 5) (LeNet's first)": (lambda: npnet.Conv2d(1, 6, 5), (4, 1, 12, 12)),
-    "Conv2d(6, 16, 5) (LeNet's second)": (lambda: npnet.Conv2d(6, 16, 5), (3, 6, 12, 12)),
+    "Conv2d(1, 6, 5) (LeNet's first)": (lambda: npnet.Conv2d(1, 6, 5), (4, 1, 12, 12),
+                                        Conv2dKernel),
+    "Conv2d(6, 16, 5) (LeNet's second)": (lambda: npnet.Conv2d(6, 16, 5), (3, 6, 12, 12),
+                                          Conv2dKernel),
     "Conv2d stride 2 padding 1": (lambda: npnet.Conv2d(3, 4, 3, stride=2, padding=1),
-                                  (2, 3, 7, 9)),
+                                  (2, 3, 7, 9), Conv2dKernel),
     "Conv2d rectangular, no bias": (
         lambda: npnet.Conv2d(2, 3, kernel_size=(2, 3), stride=(1, 2), padding=(1, 0),
-                             bias=False), (3, 2, 5, 8)),
-    "Conv2d, more columns than a block": (lambda: npnet.Conv2d(2, 3, 3), (70, 2, 10, 10)),
-    "BatchNorm 4-D": (lambda: npnet.BatchNorm(4, 4), (3, 4, 5, 3)),
-    "BatchNorm 2-D": (lambda: npnet.BatchNorm(5, 2), (6, 5)),
-    "Sigmoid": (npnet.Sigmoid, (2, 3, 4, 5)),
-    "Tanh": (npnet.Tanh, (2, 3, 4, 5)),
-    "ReLU": (npnet.ReLU, (2, 3, 4, 5)),
-    "AvgPool2d(2, 2)": (lambda: npnet.AvgPool2d(2, 2), (3, 2, 8, 8)),
-    "AvgPool2d(3, stride 2), overlapping": (lambda: npnet.AvgPool2d(3, stride=2), (2, 3, 7, 8)),
+                             bias=False), (3, 2, 5, 8), Conv2dKernel),
+    "Conv2d, more columns than a block": (lambda: npnet.Conv2d(2, 3, 3), (70, 2, 10, 10),
+                                          Conv2dKernel),
+    "BatchNorm 4-D": (lambda: npnet.BatchNorm(4, 4), (3, 4, 5, 3), BatchNormKernel),
+    "BatchNorm 2-D": (lambda: npnet.BatchNorm(5, 2), (6, 5), BatchNormKernel),
+    "Sigmoid": (npnet.Sigmoid, (2, 3, 4, 5), SigmoidKernel),
+    "Tanh": (npnet.Tanh, (2, 3, 4, 5), LayoutFree),
+    "ReLU": (npnet.ReLU, (2, 3, 4, 5), LayoutFree),
+    "AvgPool2d(2, 2)": (lambda: npnet.AvgPool2d(2, 2), (3, 2, 8, 8), AvgPool2dKernel),
+    "AvgPool2d(3, stride 2), overlapping": (lambda: npnet.AvgPool2d(3, stride=2),
+                                            (2, 3, 7, 8), AvgPool2dKernel),
     "AvgPool2d(3, padding 1)": (lambda: npnet.AvgPool2d(3, stride=1, padding=1),
-                                (2, 2, 5, 6)),
-    "Flatten": (npnet.Flatten, (3, 4, 2, 5)),
-    "Linear": (lambda: npnet.Linear(7, 5), (4, 7)),
-    "Linear, no bias": (lambda: npnet.Linear(3, 6, bias=False), (5, 3)),
+                                (2, 2, 5, 6), AvgPool2dKernel),
+    "Flatten": (npnet.Flatten, (3, 4, 2, 5), FlattenKernel),
+    "Linear": (lambda: npnet.Linear(7, 5), (4, 7), LinearKernel),
+    "Linear, no bias": (lambda: npnet.Linear(3, 6, bias=False), (5, 3), LinearKernel),
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("training", MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_layer_batch_last_matches_textbook(name, training, dtype):
-    make_layer, shape = LAYERS[name]
-    reference, fast = both_paths(make_layer, randn(*shape) * 2 + 0.5, dtype, training)
-    assert_same(reference, fast, dtype)
+def test_every_kernel_gives_what_its_layer_as_written_gives(name, training, dtype):
+    """Output, dL/dx, every parameter gradient and the moving statistics, in the layer's
+    dtype."""
+    make, shape, kernel_class = LAYERS[name]
+    assert kernel_for(make()) is kernel_class
+    expected, got = kernel_and_layers(make, randn(*shape) * 2 + 0.5, dtype, training)
+    assert_same(expected, got, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_a_kernel_told_no_input_gradient_is_needed_changes_no_parameter_gradient(name, dtype):
+    make, shape, _ = LAYERS[name]
+    expected, got = kernel_and_layers(make, randn(*shape) * 2 + 0.5, dtype, training=True,
+                                      input_grad=False)
+    del expected["dL/dx"]
+    got.pop("dL/dx", None)  # a kernel may skip it (Conv2d, Linear) or compute it anyway
+    assert_same(expected, got, dtype)
+
+
+def test_kernels_leave_the_layers_own_cache_alone_and_refuse_a_backward_before_forward():
+    layer = npnet.Conv2d(1, 2, 3)
+    kernel = Conv2dKernel(layer)
+    with pytest.raises(RuntimeError, match=r"npnet.fast: backward of Conv2d\(1, 2, "
+                                           r"kernel_size=3\) called before forward"):
+        kernel.backward(np.zeros((2, 3, 3, 1), dtype=np.float32))
+    kernel.forward(np.zeros((1, 5, 5, 1), dtype=np.float32))
+    assert layer.cache is None
+    with pytest.raises(RuntimeError, match="before forward"):  # the layer's own backward
+        layer.backward(np.zeros((1, 2, 3, 3), dtype=np.float32))
+
+
+# ---------------------------------------------------------------- the layout's building blocks
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_im2col_and_col2im_batch_last_match_the_textbook(dtype):
-    x = randn(3, 2, 7, 9).astype(dtype)
+    x = randn(3, 2, 7, 9, dtype=dtype)
     kernel, stride, padding = (3, 2), (2, 1), (1, 1)
     x_padded = windows.pad(x, padding)
-    reference = windows.im2col(x_padded, kernel, stride)  # (N, C, Ho, Wo, kh, kw) view
-    cols = windows.im2col_batch_last(to_batch_last(x_padded), kernel, stride)
+    reference = windows.im2col(x_padded, kernel, stride)  # (N, C, Ho, Wo, kh, kw), a view
+    x_padded_last = layout.pad(to_batch_last(x), padding)
+    np.testing.assert_array_equal(x_padded_last, to_batch_last(x_padded))
+    cols = layout.im2col(x_padded_last, kernel, stride)  # (C, kh, kw, Ho, Wo, N)
     assert cols.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(cols, reference.transpose(1, 4, 5, 2, 3, 0))
+    np.testing.assert_array_equal(layout.window_view(x_padded_last, kernel, stride), cols)
+    reused = np.empty_like(cols)
+    assert layout.im2col(x_padded_last, kernel, stride, out=reused) is reused
+    np.testing.assert_array_equal(reused, cols)
 
-    grad_windows = randn(*reference.shape, seed=5).astype(dtype)
+    grad_windows = randn(*reference.shape, seed=5, dtype=dtype)
     expected = windows.col2im(grad_windows, x_padded.shape, stride, padding)
-    grad_x = windows.col2im_batch_last(np.ascontiguousarray(grad_windows.transpose(
-        1, 4, 5, 2, 3, 0)), to_batch_last(x_padded).shape, stride, padding)
+    grad_x = layout.col2im(np.ascontiguousarray(grad_windows.transpose(1, 4, 5, 2, 3, 0)),
+                           x_padded_last.shape, stride, padding)
     assert_close(from_batch_last(grad_x), expected, dtype, "col2im")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("block_bytes", [1, 2000, 10 ** 9], ids=["one row", "some rows", "all"])
+def test_windows_by_rows_are_im2col_cut_into_output_rows(block_bytes):
+    x_padded = layout.pad(to_batch_last(randn(5, 2, 11, 9)), (1, 2))
+    kernel, stride = (3, 3), (2, 1)
+    cols = layout.im2col(x_padded, kernel, stride)
+    seen = []
+    for i0, i1, block in layout.windows_by_rows(x_padded, kernel, stride, block_bytes):
+        np.testing.assert_array_equal(block, cols[:, :, :, i0:i1])
+        seen.append((i0, i1))
+    assert seen[0][0] == 0 and seen[-1][1] == cols.shape[3]
+    assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))  # consecutive, no row twice
+    if block_bytes == 1:
+        assert all(i1 - i0 == 1 for i0, i1 in seen)
+    if block_bytes == 10 ** 9:
+        assert len(seen) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_blocked_matrix_products_equal_the_plain_ones(dtype):
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((6, 25)).astype(dtype)
-    b = rng.standard_normal((25, 10000)).astype(dtype)
-    g = rng.standard_normal((6, 10000)).astype(dtype)
-    assert_close(conv.matmul_blocked(a, b), a @ b, dtype, "a @ b")
-    assert_close(conv.matmul_transposed_blocked(g, b), g @ b.T, dtype, "g @ b.T")
+    a = randn(6, 25, seed=1, dtype=dtype)
+    b = randn(25, 10000, seed=2, dtype=dtype)
+    g = randn(6, 10000, seed=3, dtype=dtype)
+    assert_close(fast_conv.matmul_blocked(a, b), a @ b, dtype, "a @ b")
+    assert_close(fast_conv.matmul_transposed_blocked(g, b), g @ b.T, dtype, "g @ b.T")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("config", [((3, 5), (1, 1), (0, 0)), ((3, 3), (2, 1), (1, 2)),
                                     ((2, 3), (2, 2), (1, 0))], ids=str)
 @pytest.mark.parametrize("block_bytes", [1, 2000, 10 ** 9], ids=["one row", "some rows", "all"])
@@ -159,229 +203,243 @@ def test_blocked_convolution_equals_the_whole_one(config, block_bytes, dtype):
     and a first layer) against im2col of the whole input; block_bytes=1 forces a block per
     output row."""
     kernel, stride, padding = config
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 11, 9, 5)).astype(dtype)  # (C, H, W, N)
-    weight = rng.standard_normal((4, 2, *kernel)).astype(dtype)
-    bias = rng.standard_normal(4).astype(dtype)
-    expected, cols = conv.conv2d_forward_batch_last(x, weight, bias, stride, padding)
-    y = conv.conv2d_forward_blocked(x, weight, bias, stride, padding, block_bytes)
+    x = randn(2, 11, 9, 5, seed=2, dtype=dtype)  # (C, H, W, N)
+    weight = randn(4, 2, *kernel, seed=3, dtype=dtype)
+    bias = randn(4, seed=4, dtype=dtype)
+    expected, cols = fast_conv.conv2d_forward(x, weight, bias, stride, padding)
+    y = fast_conv.conv2d_forward_blocked(x, weight, bias, stride, padding, block_bytes)
     assert_close(y, expected, dtype, f"blocked convolution, block_bytes={block_bytes}")
 
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    _, grad_weight, grad_bias = conv.conv2d_backward_batch_last(
+    grad_out = randn(*y.shape, seed=5, dtype=dtype)
+    grad_x, grad_weight, grad_bias = fast_conv.conv2d_backward(
         grad_out, cols, weight, x.shape, stride, padding, input_grad=False)
-    blocked = conv.conv2d_weight_grad_blocked(grad_out, x, weight.shape, stride, padding,
-                                              block_bytes)
+    assert grad_x is None
+    blocked = fast_conv.conv2d_weight_grad_blocked(grad_out, x, weight.shape, stride, padding,
+                                                   block_bytes)
     assert_close(blocked[0], grad_weight, dtype, "blocked dL/dW")
     assert_close(blocked[1], grad_bias, dtype, "blocked dL/db")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-def test_a_convolution_asked_for_its_input_gradient_only_after_the_forward(dtype):
-    """The forward of a layer without ``requires_input_grad`` keeps x, not its windows; if
-    the flag is turned on before backward, dL/dx must still come out right."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 2, 7, 8)).astype(dtype)
-    grad_out = rng.standard_normal((3, 4, 7, 4)).astype(dtype)
-    results = []
-    for switch in (False, True):
-        npnet.manual_seed(0)
-        layer = npnet.Conv2d(2, 4, 3, stride=(1, 2), padding=1).astype(dtype)
-        layer.requires_input_grad = not switch
-        y = layer.forward_batch_last(to_batch_last(x))
-        layer.requires_input_grad = True
-        grad_x = layer.backward_batch_last(to_batch_last(grad_out))
-        results.append((y, grad_x, layer.weight.grad.copy(), layer.bias.grad.copy()))
-    for name, kept, rebuilt in zip(["y", "dL/dx", "dL/dW", "dL/db"], *results):
-        assert_close(rebuilt, kept, dtype, name)
-
-
-# ------------------------------------------------------------------------ whole networks
-def run_network(net, x, labels, fast, requires_input_grad=True):
-    net.use_batch_last = fast
-    net.requires_input_grad = requires_input_grad
-    criterion = npnet.CrossEntropyLoss()
-    net.zero_grad()
-    logits = net(x)
-    loss = criterion(logits, labels)
-    grad_x = net.backward(criterion.backward())
-    result = {"logits": logits, "loss": np.array(loss, dtype=logits.dtype)}
-    if grad_x is not None:
-        result["input gradient"] = grad_x
-    for name, param in net.named_parameters():
-        result[f"dL/d{name}"] = param.grad.copy()
-    result.update(net.named_buffers())
-    return result
-
-
-def twin_lenets(dtype, training, seed=4, **kwargs):
-    nets = []
-    for _ in range(2):
-        npnet.manual_seed(seed)
-        net = lenet(**kwargs)
-        rng = np.random.default_rng(seed)
-        for layer in net:
-            nontrivial(layer, rng)
-        nets.append(net.astype(dtype).train(training))
-    return nets
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
-@pytest.mark.parametrize("batch_norm", [True, False], ids=["LeNet-BN", "LeNet"])
-def test_lenet_fast_path_matches_textbook(batch_norm, training, dtype):
-    rng = np.random.default_rng(7)
-    x = rng.random((10, 1, 28, 28)).astype(dtype)
-    labels = rng.integers(0, 10, size=10)
-    textbook, fast = twin_lenets(dtype, training, batch_norm=batch_norm)
-    reference = run_network(textbook, x, labels, fast=False)
-    result = run_network(fast, x, labels, fast=True)
-    assert_same(reference, result, dtype)
-    assert reference["logits"].flags.c_contiguous and result["logits"].flags.c_contiguous
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-def test_skipping_the_input_gradient_changes_no_parameter_gradient(dtype):
-    rng = np.random.default_rng(8)
-    x, labels = rng.random((6, 1, 28, 28)).astype(dtype), rng.integers(0, 10, size=6)
-    full, skipping = twin_lenets(dtype, training=True)
-    reference = run_network(full, x, labels, fast=True)
-    result = run_network(skipping, x, labels, fast=True, requires_input_grad=False)
-    assert "input gradient" not in result
-    del reference["input gradient"]
-    assert_same(reference, result, dtype)
-    # the textbook path honours the flag too
-    assert run_network(skipping, x, labels, fast=False, requires_input_grad=False).keys() \
-        == result.keys()
-
-
-def test_requires_input_grad_is_the_first_layers():
-    net = lenet()
-    assert net.requires_input_grad and net[0].requires_input_grad
-    net.requires_input_grad = False
-    assert not net[0].requires_input_grad and not net.requires_input_grad
-    assert npnet.Conv2d(1, 2, 3).requires_input_grad  # a standalone layer computes it
-
-
-def test_a_layer_the_fast_path_does_not_know_sits_between_fast_ones():
-    """MaxPool2d has no batch-last form: the activations move back and forth around it."""
-    def make():
-        npnet.manual_seed(2)
-        return npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), npnet.MaxPool2d(2),
-                                npnet.Conv2d(3, 2, 3), npnet.Flatten(),
-                                npnet.Linear(8, 3)).astype(np.float64)
-    x = randn(4, 2, 8, 8)
-    labels = np.array([0, 1, 2, 1])
-    reference = run_network(make(), x, labels, fast=False)
-    assert_same(reference, run_network(make(), x, labels, fast=True), np.float64)
-
-
-def test_hooks_fire_per_layer_with_batch_first_arrays():
-    net = lenet()
-    x = np.random.default_rng(0).random((5, 1, 28, 28)).astype(np.float32)
-    seen_forward, seen_backward = [], []
-    for layer in net:
-        layer.register_forward_hook(
-            lambda module, inp, out: seen_forward.append((module, inp.shape, out.shape)))
-        layer.register_backward_hook(
-            lambda module, g_out, g_in: seen_backward.append(
-                (module, g_out.shape, None if g_in is None else g_in.shape)))
-    net.requires_input_grad = False
-    logits = net(x)
-    net.backward(np.ones_like(logits))
-    assert [m for m, _, _ in seen_forward] == list(net)
-    assert [m for m, _, _ in seen_backward] == list(net)[::-1]
-    assert seen_forward[0][1:] == ((5, 1, 28, 28), (5, 6, 24, 24))
-    assert seen_forward[8][1:] == ((5, 16, 4, 4), (5, 256))
-    assert seen_backward[-1][1:] == ((5, 6, 24, 24), None)  # the first layer skipped it
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_convolution_kernel_without_input_gradient_keeps_x_and_gives_the_same_dW(dtype):
+    """With input_grad=False (a first layer) the kernel keeps x, not its windows, and rebuilds
+    the windows block by block for dL/dW; with input_grad=True it keeps the windows."""
+    x = to_batch_last(randn(3, 2, 7, 8, seed=3, dtype=dtype))
+    grad_out = to_batch_last(randn(3, 4, 7, 4, seed=4, dtype=dtype))
+    results = {}
+    for input_grad in (True, False):
+        (layer,) = twins(lambda: npnet.Conv2d(2, 4, 3, stride=(1, 2), padding=1), dtype,
+                         count=1)
+        kernel = Conv2dKernel(layer, input_grad=input_grad)
+        y = kernel.forward(x)
+        kept = kernel.cache
+        if input_grad:
+            assert kept.x is None and kept.cols is not None
+        else:
+            assert kept.cols is None and kept.x is x
+        grad_x = kernel.backward(grad_out)
+        assert (grad_x is None) == (not input_grad)
+        results[input_grad] = (y, layer.weight.grad.copy(), layer.bias.grad.copy())
+    for what, kept_cols, kept_x in zip(["y", "dL/dW", "dL/db"], results[True], results[False]):
+        assert_close(kept_x, kept_cols, dtype, what)
 
 
 # ------------------------------------------------------- BatchNorm -> Sigmoid -> AvgPool2d
-def block_net(pool):
+POOLS = [(2, 2), (3, 2), (3, 1)]
+POOL_IDS = ["AvgPool2d(2, 2)", "AvgPool2d(3, stride 2)", "AvgPool2d(3, 1)"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("training", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("pool_shape", POOLS, ids=POOL_IDS)
+def test_the_fused_kernel_gives_what_the_three_layers_give(pool_shape, training, dtype):
+    """BatchNorm, Sigmoid and AvgPool2d as written, one after another, against the fused
+    kernel: output, dL/dx, dL/dgamma, dL/dbeta and the moving statistics."""
+    kernel_size, stride = pool_shape
+
+    def block():
+        return npnet.Sequential(npnet.BatchNorm(3, 4), npnet.Sigmoid(),
+                                npnet.AvgPool2d(kernel_size, stride=stride))
+    assert BatchNormSigmoidPoolKernel.fits(list(block()))
+    expected, got = kernel_and_layers(block, randn(4, 3, 7, 8, seed=11) * 3 + 1, dtype,
+                                      training, kernel_class=BatchNormSigmoidPoolKernel)
+    assert_same(expected, got, dtype)
+
+
+def block_net(pool_layer):
     return npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), npnet.BatchNorm(3, 4),
-                            npnet.Sigmoid(), pool, npnet.Flatten())
+                            npnet.Sigmoid(), pool_layer, npnet.Flatten())
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
-@pytest.mark.parametrize("pool", [(2, 2), (3, 2), (3, 1)],
-                         ids=["AvgPool2d(2, 2)", "AvgPool2d(3, stride 2)", "AvgPool2d(3, 1)"])
-def test_fused_batchnorm_sigmoid_pool_matches_the_three_layers(pool, training, dtype):
-    """Everything the three layers give one after another (fast path, not fused), the fused
-    step gives too: output, dL/dx, every parameter gradient, the moving statistics."""
-    x = randn(4, 2, 7, 8, seed=11) * 3 + 1
-    labels = np.arange(4) % 3
-    results = []
-    for fusion in (False, True):
-        npnet.manual_seed(5)
-        net = block_net(npnet.AvgPool2d(pool[0], stride=pool[1]))
-        nontrivial(net[1], np.random.default_rng(6))
-        net = net.astype(dtype).train(training)
-        net.use_fusion = fusion
-        results.append(run_network(net, x.astype(dtype), labels, fast=True))
-        fused = [type(step).__name__ for step, _ in net.cache]
-        assert ("BatchNormSigmoidPool" in fused) == fusion, fused
-    assert_same(results[0], results[1], dtype)
+def kinds(fast, x):
+    return [type(kernel) for kernel in fast.plan(x)]
 
 
 def test_lenet_bn_runs_both_of_its_blocks_fused():
-    net = lenet(batch_norm=True)
-    net(np.zeros((2, 1, 28, 28), dtype=np.float32))
-    kinds = [type(step).__name__ for step, _ in net.cache]
-    assert kinds.count("BatchNormSigmoidPool") == 2, kinds
-    assert len(kinds) == len(net) - 4  # two triples became two steps
+    fast = FastNet(lenet(batch_norm=True))
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    for mode in ("train", "eval"):
+        getattr(fast, mode)()
+        assert kinds(fast, x) == [
+            Conv2dKernel, BatchNormSigmoidPoolKernel, Conv2dKernel, BatchNormSigmoidPoolKernel,
+            FlattenKernel, LinearKernel, BatchNormKernel, SigmoidKernel,
+            LinearKernel, BatchNormKernel, SigmoidKernel, LinearKernel]
 
 
-def test_fusion_steps_aside_for_a_hook_padding_or_a_lone_layer():
+def test_a_hook_or_padding_on_the_pool_stops_fusion():
     x = np.random.default_rng(0).random((2, 2, 6, 6)).astype(np.float32)
-    net = block_net(npnet.AvgPool2d(2))
+    assert BatchNormSigmoidPoolKernel in kinds(FastNet(block_net(npnet.AvgPool2d(2))), x)
+
+    hooked = block_net(npnet.AvgPool2d(2))
     seen = []
-    net[2].register_forward_hook(lambda module, inp, out: seen.append(out.shape))
-    net(x)
-    assert seen == [(2, 3, 6, 6)]  # the hook saw the sigmoid's own output
-    assert not any(type(step).__name__ == "BatchNormSigmoidPool" for step, _ in net.cache)
+    hooked[3].register_forward_hook(lambda module, inp, out: seen.append(inp.shape))
+    fast = FastNet(hooked)
+    assert kinds(fast, x) == [Conv2dKernel, BatchNormKernel, SigmoidKernel, AvgPool2dKernel,
+                              FlattenKernel]
+    fast(x)
+    assert seen == [(2, 3, 6, 6)]  # the hook saw the sigmoid's output, batch first
+
     padded = block_net(npnet.AvgPool2d(3, stride=1, padding=1))
-    padded(x)
-    assert not any(type(step).__name__ == "BatchNormSigmoidPool" for step, _ in padded.cache)
+    assert BatchNormSigmoidPoolKernel not in kinds(FastNet(padded), x)
+    assert AvgPool2dKernel in kinds(FastNet(padded), x)
 
 
-def test_after_a_fused_pass_the_single_layers_refuse_a_stale_backward():
-    net = lenet(batch_norm=True)
-    logits = net(np.zeros((2, 1, 28, 28), dtype=np.float32))
-    net.backward(np.ones_like(logits))
-    with pytest.raises(RuntimeError, match="forward"):
-        net[2].backward(np.ones((2, 6, 24, 24), dtype=np.float32))
+# ------------------------------------------------------------------------ whole networks
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("training", MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["LeNet-BN", "LeNet"])
+def test_lenet_through_fastnet_gives_what_sequential_gives(batch_norm, training, dtype):
+    """Logits, loss, dL/dx, every parameter gradient and every moving statistic; with
+    input_grad=False the same (to rounding: the first convolution then takes its blocked
+    path), without dL/dx."""
+    x, labels = images(10, seed=7, dtype=dtype)
+    as_written, fast, fast_skipping = twins(lambda: lenet(batch_norm=batch_norm), dtype,
+                                            training, count=3)
+    expected = step_results(as_written, x, labels)
+    fast_net = FastNet(fast, input_grad=True)
+    assert AsWritten not in kinds(fast_net, x)  # every kernel was proven and runs
+    got = step_results(fast_net, x, labels)
+    assert_same(expected, got, dtype)
+    assert got["logits"].flags.c_contiguous and got["dL/dx"].flags.c_contiguous
+
+    # the images need no gradient: skipping it changes no parameter gradient
+    skipped = step_results(FastNet(fast_skipping, input_grad=False), x, labels)
+    assert "dL/dx" not in skipped
+    del expected["dL/dx"], got["dL/dx"]
+    assert_same(got, skipped, dtype)
+    assert_same(expected, skipped, dtype)
 
 
-def test_backward_of_the_other_layout_is_refused():
-    conv_layer = npnet.Conv2d(1, 2, 3)
-    conv_layer.forward_batch_last(np.zeros((1, 5, 5, 2), dtype=np.float32))
-    with pytest.raises(RuntimeError, match=r"backward called after forward_batch_last"):
-        conv_layer.backward(np.zeros((2, 2, 3, 3), dtype=np.float32))
+class Doubling(npnet.Module):
+    """A learner's layer the backend has never heard of: y = 2x."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_out):
+        return 2 * grad_out
 
 
-def test_batch_last_errors_name_the_batch_first_shapes():
-    net = lenet()
+def unknown_layer_net(middle):
+    return npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), middle, npnet.Conv2d(3, 2, 3),
+                            npnet.Flatten(), npnet.Linear(8, 3))
+
+
+def test_maxpool_runs_as_written_between_kernels_without_a_notice():
+    """MaxPool2d has no kernel of its own yet: it runs as written, on batch-first arrays,
+    between two convolution kernels, and that is no news."""
+    x, labels = randn(4, 2, 8, 8), np.array([0, 1, 2, 1])
+    as_written, fast = twins(lambda: unknown_layer_net(npnet.MaxPool2d(2)))
+    fast_net = FastNet(fast, input_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathWarning)
+        assert kinds(fast_net, x) == [Conv2dKernel, AsWritten, Conv2dKernel, FlattenKernel,
+                                      LinearKernel]
+        assert_same(step_results(as_written, x, labels), step_results(fast_net, x, labels),
+                    np.float64)
+
+
+def test_a_layer_without_a_kernel_runs_as_written_between_kernels_with_a_notice():
+    x, labels = randn(4, 2, 4, 4), np.array([0, 1, 2, 1])
+    as_written, fast = twins(lambda: unknown_layer_net(Doubling()))
+    fast_net = FastNet(fast, input_grad=True)
+    with pytest.warns(FastPathWarning, match=r"npnet.fast: Doubling\(\) \(layer 1\) has no "
+                                             r"fast kernel; running it as written"):
+        plan = fast_net.plan(x)
+    assert [type(kernel) for kernel in plan] == [Conv2dKernel, AsWritten, Conv2dKernel,
+                                                 FlattenKernel, LinearKernel]
+    assert_same(step_results(as_written, x, labels), step_results(fast_net, x, labels),
+                np.float64)
+
+
+@pytest.mark.parametrize("input_grad", [False, True], ids=["input_grad=False", "input_grad=True"])
+def test_hooks_fire_per_layer_with_batch_first_arrays_through_fastnet(input_grad):
+    """Every layer's forward hook sees its own input and output, every backward hook its own
+    dL/dy and dL/dx, batch first, as under Sequential; the first layer's dL/dx is None when
+    FastNet skips it."""
+    x, labels = images(5, dtype=np.float64)
+    nets = twins(lenet, np.float64)
+    seen = []
+    for net in nets:
+        record = {"forward": [], "backward": []}
+        seen.append(record)
+        for layer in net:
+            layer.register_forward_hook(
+                lambda module, inp, out, record=record:
+                record["forward"].append((module, inp.copy(), out.copy())))
+            layer.register_backward_hook(
+                lambda module, g_out, g_in, record=record:
+                record["backward"].append((module, g_out.copy(),
+                                           None if g_in is None else g_in.copy())))
+    step_results(nets[0], x, labels)
+    step_results(FastNet(nets[1], input_grad=input_grad), x, labels)
+
+    (as_written, fast), (net, fast_net) = seen, nets
+    assert [m for m, _, _ in fast["forward"]] == list(fast_net)
+    assert [m for m, _, _ in fast["backward"]] == list(fast_net)[::-1]
+    assert fast["forward"][0][1].shape == (5, 1, 28, 28)
+    assert (fast["forward"][8][1].shape, fast["forward"][8][2].shape) == \
+        ((5, 16, 4, 4), (5, 256))  # what Flatten saw
+    for position, (want, got) in enumerate(zip(as_written["forward"], fast["forward"])):
+        assert_close(got[1], want[1], np.float64, f"input seen by layer {position}")
+        assert_close(got[2], want[2], np.float64, f"output seen by layer {position}")
+    for want, got in zip(as_written["backward"], fast["backward"]):
+        position = list(fast_net).index(got[0])
+        assert_close(got[1], want[1], np.float64, f"dL/dy seen by layer {position}")
+        if position == 0 and not input_grad:
+            assert got[2] is None  # the images' gradient was skipped
+        else:
+            assert_close(got[2], want[2], np.float64, f"dL/dx seen by layer {position}")
+
+
+@pytest.mark.filterwarnings("ignore::npnet.FastPathWarning")  # the proof fails on it too
+def test_fastnet_errors_name_the_batch_first_shapes():
+    fast = FastNet(lenet())
     with pytest.raises(ValueError, match=r"Conv2d\(1, 6, kernel_size=5\) expects input "
                                          r"\(N, 1, H, W\); got \(2, 3, 28, 28\)"):
-        net(np.zeros((2, 3, 28, 28), dtype=np.float32))
-    logits = net(np.zeros((2, 1, 28, 28), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"Linear\(84, 10\)\.backward expects grad_out of "
-                                         r"shape \(2, 10\).*got \(3, 10\)"):
-        net.backward(np.zeros((3, 10), dtype=logits.dtype))
+        fast(np.zeros((2, 3, 28, 28), dtype=np.float32))
+    logits = fast(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"FastNet.backward expects grad_out of shape "
+                                         r"\(2, 10\).*got \(3, 10\)"):
+        fast.backward(np.zeros((3, 10), dtype=logits.dtype))
 
 
-def test_gradcheck_through_the_fast_path():
-    """gradcheck converts the network to float64 and runs Sequential, hence the fast path."""
+def test_gradcheck_through_the_fast_backend():
+    """gradcheck converts the network to float64 and runs it through FastNet's kernels."""
     npnet.manual_seed(0)
     net = npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), npnet.BatchNorm(3, 4),
                            npnet.Sigmoid(), npnet.AvgPool2d(2), npnet.Flatten(),
                            npnet.Linear(12, 4), npnet.BatchNorm(4, 2), npnet.Tanh())
-    result = npnet.gradcheck(net, randn(3, 2, 4, 4), seed=1)
+    fast = FastNet(net, input_grad=True)
+    assert AsWritten not in kinds(fast, randn(3, 2, 4, 4))
+    result = npnet.gradcheck(fast, randn(3, 2, 4, 4), seed=1)
     assert result.max_error < 1e-6, str(result)
 
 
 # ----------------------------------------------------------------------- the issue's rules
-def test_the_layers_call_no_add_at():
-    for module in (activation, batchnorm, container, conv, flatten, linear, pool, windows):
+def test_the_layers_and_kernels_call_no_add_at():
+    from npnet.fast import batchnorm as fast_batchnorm, fused, kernel, net, pool as fast_pool
+    modules = (activation, batchnorm, container, conv, flatten, linear, pool, windows,
+               layout, fast_conv, fast_batchnorm, fast_pool, fused, kernel, net)
+    for module in modules:
         assert "add.at(" not in inspect.getsource(module), module.__name__

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npnet
+from conftest import lenet_bn_for_gradcheck, nontrivial, randn
 from npnet.models import lenet
 
 BAR = 1e-6
@@ -20,12 +21,6 @@ def check(layer, x, **kwargs):
     result = npnet.gradcheck(layer, x, **kwargs)
     assert result.max_error < BAR, str(result)
     return result
-
-
-def randn(*shape, seed=12345):
-    # not seed 0: gradcheck draws grad_out with seed 0, and an upstream gradient equal to
-    # a multiple of x is exactly the direction BatchNorm's gradient removes (degenerate)
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 @pytest.fixture(autouse=True)
@@ -95,14 +90,7 @@ def test_relu_away_from_the_kink():
 
 def nontrivial_batchnorm(num_features, num_dims, seed=1):
     """A BatchNorm whose gamma, beta and moving statistics are not the initial 1/0."""
-    layer = npnet.BatchNorm(num_features, num_dims)
-    rng = np.random.default_rng(seed)
-    shape = layer.gamma.shape
-    layer.gamma.data[...] = rng.uniform(0.5, 2.0, shape)
-    layer.beta.data[...] = rng.standard_normal(shape)
-    layer.moving_mean = rng.standard_normal(shape).astype(np.float32)
-    layer.moving_var = rng.uniform(0.5, 2.0, shape).astype(np.float32)
-    return layer
+    return nontrivial(npnet.BatchNorm(num_features, num_dims), seed)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
@@ -119,14 +107,9 @@ def test_batchnorm_4d(training):
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_lenet_bn_with_its_loss(training):
-    rng = np.random.default_rng(0)
-    net = lenet(batch_norm=True)
-    net.astype(np.float64)
-    for _ in range(30):  # realistic moving statistics for the evaluation-mode check
-        net(rng.random((8, 1, 28, 28)))
-    x, labels = rng.random((8, 1, 28, 28)), rng.permutation(10)[:8]
+    net, x, labels = lenet_bn_for_gradcheck()  # moving statistics that have seen 30 batches
     check(net, x, loss=npnet.CrossEntropyLoss(), labels=labels, training=training,
-          max_entries=25)
+          max_entries=10)
 
 
 def test_plain_lenet_with_its_loss():

@@ -5,11 +5,8 @@ import numpy as np
 import pytest
 
 import npnet
+from conftest import randn, randn32
 from npnet.models import lenet
-
-
-def rand(*shape, dtype=np.float32, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 # ---------------------------------------------------------------------------- Sequential
@@ -36,8 +33,8 @@ def test_sequential_backward_runs_the_layers_in_reverse():
     net = npnet.Sequential(npnet.Linear(3, 3), npnet.Tanh(), npnet.Linear(3, 2))
     for layer in net:
         layer.register_backward_hook(lambda module, g_out, g_in: order.append(module))
-    net(rand(2, 3))
-    net.backward(rand(2, 2))
+    net(randn32(2, 3))
+    net.backward(randn32(2, 2))
     assert order == list(reversed(net.layers))
 
 
@@ -45,7 +42,7 @@ def test_forward_hooks_see_input_and_output_and_can_be_removed():
     seen = []
     layer = npnet.Sigmoid()
     handle = layer.register_forward_hook(lambda m, x, y: seen.append((x, y)))
-    x = rand(2, 3)
+    x = randn32(2, 3)
     y = layer(x)
     assert seen[0][0] is x and seen[0][1] is y
     handle.remove()
@@ -72,12 +69,12 @@ def test_parameter_count_of_the_books_lenet_bn():
 def test_state_dict_round_trip_restores_parameters_and_moving_statistics():
     npnet.manual_seed(1)
     source = lenet()
-    source(rand(8, 1, 28, 28))  # moves the BatchNorm averages away from 0 and 1
+    source(randn32(8, 1, 28, 28))  # moves the BatchNorm averages away from 0 and 1
     npnet.manual_seed(2)
     target = lenet()
     target.load_state_dict(source.state_dict())
     source.eval(), target.eval()
-    x = rand(4, 1, 28, 28, seed=3)
+    x = randn32(4, 1, 28, 28, seed=3)
     np.testing.assert_array_equal(source(x), target(x))
 
 
@@ -98,7 +95,7 @@ def test_train_and_eval_reach_every_layer():
 
 def test_zero_grad_and_gradients_accumulate_like_pytorch():
     layer = npnet.Linear(3, 2)
-    x, g = rand(4, 3), rand(4, 2)
+    x, g = randn32(4, 3), randn32(4, 2)
     layer(x), layer.backward(g)
     once = layer.weight.grad.copy()
     layer(x), layer.backward(g)
@@ -149,8 +146,8 @@ def test_every_layer_keeps_the_dtype_it_is_given(name, dtype):
     layer = make().astype(dtype)
     for training in (True, False):
         layer.train(training)
-        y = layer(rand(*shape, dtype=dtype))
-        grad_x = layer.backward(rand(*y.shape, dtype=dtype, seed=1))
+        y = layer(randn(*shape, dtype=dtype))
+        grad_x = layer.backward(randn(*y.shape, dtype=dtype, seed=1))
         assert y.dtype == dtype and grad_x.dtype == dtype
         for param in layer.parameters():
             assert param.data.dtype == dtype and param.grad.dtype == dtype
@@ -164,7 +161,7 @@ def test_whole_network_trains_in_float32_without_upcasting():
     opt = npnet.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
     for _ in range(2):
         opt.zero_grad()
-        logits = net(rand(8, 1, 28, 28))
+        logits = net(randn32(8, 1, 28, 28))
         crit(logits, np.arange(8))
         net.backward(crit.backward())
         opt.step()
@@ -191,13 +188,13 @@ def naive_conv2d(x, weight, bias, stride, padding):
 
 def test_conv2d_forward_matches_the_definition():
     conv = npnet.Conv2d(3, 4, 3, stride=2, padding=1).astype(np.float64)
-    x = rand(2, 3, 7, 9, dtype=np.float64)
+    x = randn(2, 3, 7, 9)
     expected = naive_conv2d(x, conv.weight.data, conv.bias.data, 2, 1)
     np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_pools_match_the_definition():
-    x = rand(2, 3, 7, 8, dtype=np.float64)
+    x = randn(2, 3, 7, 8)
     avg, mx = npnet.AvgPool2d(3, stride=2)(x), npnet.MaxPool2d(3, stride=2)(x)
     for i in range(avg.shape[2]):
         for j in range(avg.shape[3]):
@@ -209,7 +206,7 @@ def test_pools_match_the_definition():
 # --------------------------------------------------------------------------- BatchNorm
 def test_batchnorm_training_follows_the_seed():
     layer = npnet.BatchNorm(3, 4).astype(np.float64)
-    x = rand(5, 3, 4, 2, dtype=np.float64) * 2 + 1
+    x = randn(5, 3, 4, 2) * 2 + 1
     y = layer(x)
     for c in range(3):
         values = x[:, c]
@@ -226,7 +223,7 @@ def test_batchnorm_evaluation_uses_the_moving_averages_and_leaves_them():
     layer.gamma.data[...] = 2.0
     layer.beta.data[...] = -1.0
     layer.eval()
-    x = rand(3, 4, dtype=np.float64)
+    x = randn(3, 4)
     expected = 2.0 * (x - layer.moving_mean) / np.sqrt(layer.moving_var + 1e-5) - 1.0
     np.testing.assert_allclose(layer(x), expected, rtol=1e-12)
     np.testing.assert_array_equal(layer.moving_mean, [[1.0, 2.0, 3.0, 4.0]])
@@ -237,7 +234,7 @@ def test_batchnorm_accepts_the_seeds_batch_of_one():
     a mean of one value and a variance of 0, so the output is beta."""
     layer = npnet.BatchNorm(3, 2)
     layer.beta.data[...] = [[0.5, -1.0, 2.0]]
-    np.testing.assert_allclose(layer(rand(1, 3)), [[0.5, -1.0, 2.0]], atol=1e-6)
+    np.testing.assert_allclose(layer(randn32(1, 3)), [[0.5, -1.0, 2.0]], atol=1e-6)
 
 
 # -------------------------------------------------------------------------------- loss
@@ -256,7 +253,7 @@ def test_cross_entropy_is_stable_and_matches_the_definition():
 
 def test_cross_entropy_returns_a_float_and_keeps_float32_gradients():
     crit = npnet.CrossEntropyLoss()
-    assert isinstance(crit(rand(4, 10), np.array([1, 2, 3, 4])), float)
+    assert isinstance(crit(randn32(4, 10), np.array([1, 2, 3, 4])), float)
     assert crit.backward().dtype == np.float32
 
 

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 
 import npnet
-from npnet.datasets import DataLoader, load_mnist_sample
+from conftest import train_lenet_bn_on_sample
+from npnet.datasets import DataLoader
 from npnet.models import lenet
 from npnet.train import DivergenceError, History, evaluate, fit
 
-# 5 epochs on the 5,000 sample digits, the last one with small steps (about 3 s).
-SETTINGS = {"epochs": 5, "batch_size": 50, "lr": 0.05, "momentum": 0.9, "final_lr": 0.005}
-
-# The bars, measured with SETTINGS over seeds 0-9 (the test itself uses seed 0), as held-out
+# The bars, measured with conftest.MNIST_RECIPE (5 epochs on the 5,000 sample digits, the last
+# one with small steps; about 3 s) over seeds 0-9 (the test itself uses seed 0), as held-out
 # accuracy and the last epoch's training loss. Correct gradients: 0.966-0.975 and
 # 0.095-0.119. One backward pass broken (monkeypatched), same seeds:
 #
@@ -34,34 +33,6 @@ ACCURACY_BAR = 0.95
 LOSS_BAR = 0.135
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return load_mnist_sample()
-
-
-def train_lenet_bn_on_sample(sample, seed=0, **changes):
-    """LeNet-BN with Xavier init, trained with SGD and momentum on the 5,000 sample digits
-    with ``SETTINGS`` (or ``changes`` to them); returns the model and its History."""
-    settings = {**SETTINGS, **changes}
-    npnet.manual_seed(seed)
-    model = lenet(batch_norm=True)
-    npnet.init_xavier(model)
-    optimizer = npnet.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"])
-
-    def slow_down_for_the_last_epoch(epoch, history):
-        # Small final steps let the weights settle, and BatchNorm's moving averages with
-        # them; the evaluation-mode accuracy then shows what the network has learned
-        # instead of where the last big step happened to land.
-        if epoch == settings["epochs"] - 1:
-            optimizer.lr = settings["final_lr"]
-
-    history = fit(model, (sample.x_train, sample.y_train), (sample.x_test, sample.y_test),
-                  epochs=settings["epochs"], batch_size=settings["batch_size"],
-                  optimizer=optimizer, seed=seed, on_epoch_end=slow_down_for_the_last_epoch,
-                  progress=False, verbose=False)
-    return model, history
-
-
 def tiny_data(n=64, seed=0):
     """n random 1x28x28 'images' whose label is which quarter of the image is brightest."""
     rng = np.random.default_rng(seed)
@@ -73,10 +44,10 @@ def tiny_data(n=64, seed=0):
     return x, y
 
 
-def test_lenet_bn_learns_the_mnist_sample(sample):
-    model, history = train_lenet_bn_on_sample(sample)
+def test_lenet_bn_learns_the_mnist_sample(mnist_sample):
+    model, history = train_lenet_bn_on_sample(mnist_sample)
     # the 1,000 held-out digits, measured again from scratch by evaluate (eval mode)
-    accuracy = evaluate(model, sample.x_test, sample.y_test)
+    accuracy = evaluate(model, mnist_sample.x_test, mnist_sample.y_test)
     assert accuracy == pytest.approx(history.test_acc[-1])
     assert accuracy >= ACCURACY_BAR, f"held-out accuracy {accuracy:.3f} < {ACCURACY_BAR}"
     assert history.train_loss[-1] <= LOSS_BAR, \

@@ -63,10 +63,23 @@ class AsWritten(Kernel):
 
 class LayoutFree(Kernel):
     """The layer's own ``forward`` / ``backward`` called directly on batch-last arrays: right
-    for an elementwise layer (Tanh, ReLU), to which the layout makes no difference."""
+    for an elementwise layer (Tanh, ReLU), to which the layout makes no difference. The layer's
+    own cache is put back as it was: this kernel keeps what its forward stored."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.layers[0].forward(x)
+        (layer,) = self.layers
+        own_cache = layer.cache
+        try:
+            y = layer.forward(x)
+            self.cache = layer.cache
+        finally:
+            layer.cache = own_cache
+        return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self.layers[0].backward(grad_out)
+        (layer,) = self.layers
+        own_cache, layer.cache = layer.cache, self._require_cache()
+        try:
+            return layer.backward(grad_out)
+        finally:
+            layer.cache = own_cache

@@ -44,6 +44,7 @@ KERNELS = {
     Linear: LinearKernel, Flatten: FlattenKernel, Sigmoid: SigmoidKernel,
     Tanh: LayoutFree, ReLU: LayoutFree,
     MaxPool2d: AsWritten,  # known, and run as written: no faster kernel yet
+    Sequential: AsWritten,  # a nested one with hooks (one without is opened up)
 }
 MAX_PLANS = 16  # plans kept per FastNet (train and eval, a few input shapes)
 
@@ -53,10 +54,14 @@ class FastPathWarning(UserWarning):
 
 
 def kernel_for(layer: Module):
-    """The kernel class for ``layer``'s type (or a parent type's), or None."""
+    """The kernel class for ``layer``'s type, or None. A subclass gets its parent's kernel only
+    if it keeps the parent's forward and backward (e.g. it changes ``__init__`` only): one
+    that writes its own must run them."""
     for cls in type(layer).__mro__:
         if cls in KERNELS:
-            return KERNELS[cls]
+            own_code = any(getattr(type(layer), name) is not getattr(cls, name)
+                           for name in ("forward", "backward"))
+            return None if own_code else KERNELS[cls]
     return None
 
 
@@ -77,7 +82,10 @@ class FastNet:
         self.input_grad = input_grad
         self._plans: dict = {}
         self._verdicts: dict = {}
-        self._last = None  # (kernels, output shape) of the last forward; None: ran as written
+        self._announced: set = set()  # the notices said (each once)
+        # (kernels, output shape) of the last forward; None: ran as written; "spent": backward
+        # has used it
+        self._last = None
 
     def __getattr__(self, name):
         # only called for names FastNet itself lacks: parameters, state_dict, modules, ...
@@ -109,6 +117,7 @@ class FastNet:
         if x.ndim < 2:  # no batch axis to move: nothing to gain
             self._last = None
             return self.net(x)
+        self._release()  # the last pass's caches: a new forward makes them useless
         kernels = self.plan(x)
         h = to_batch_last(x)
         for kernel in kernels:
@@ -129,6 +138,12 @@ class FastNet:
         parameter's gradient into its ``.grad``."""
         if self._last is None:
             return self.net.backward(grad_out)
+        if self._last == "spent":
+            raise RuntimeError(
+                "FastNet.backward called twice after one forward: the first backward used up "
+                "what the forward kept, and its gradients are already in .grad. To accumulate "
+                "gradients over several batches, run forward and backward once per batch "
+                "(backward adds into .grad) and call optimizer.zero_grad() only between steps")
         kernels, out_shape = self._last
         grad_out = np.asarray(grad_out)
         if grad_out.shape != out_shape:
@@ -147,9 +162,17 @@ class FastNet:
                 raise TypeError(f"{layer.short_name()}.backward returned None; it must return "
                                 f"dL/dx, the gradient with respect to its input")
             grad = grad_in
+        self._release()
+        self._last = "spent"
         if grad is None or not self.input_grad:
             return None
         return np.ascontiguousarray(from_batch_last(grad))
+
+    def _release(self) -> None:
+        """Drop what the kernels of the last pass kept for backward (the activations)."""
+        if isinstance(self._last, tuple):
+            for kernel in self._last[0]:
+                kernel.cache = None
 
     # -------------------------------------------------------------------------- planning
     def layers(self) -> list:
@@ -188,7 +211,9 @@ class FastNet:
                 kernels += [AsWritten(layer) for layer in layers[position:]]
                 break
             group = layers[position:position + 3]
-            if BatchNormSigmoidPoolKernel.fits(group):
+            if BatchNormSigmoidPoolKernel.fits(group) and all(
+                    kernel_for(layer) not in (None, AsWritten) and not _replaced(layer)
+                    for layer in group):
                 verdict, y = self._prove(BatchNormSigmoidPoolKernel, group, x, input_grad)
                 if verdict.agrees:
                     kernels.append(BatchNormSigmoidPoolKernel(*group, input_grad=input_grad))
@@ -203,7 +228,7 @@ class FastNet:
             if fused_failure is not None and position == fused_failure[2]:
                 group, verdict, _ = fused_failure
                 self._notice(group, names, f"differ from their fused kernel by "
-                             f"{verdict.difference:.1e} in {verdict.where}")
+                             f"{verdict.difference:.1e} in {verdict.where}", mode=True)
                 fused_failure = None
         return kernels
 
@@ -211,17 +236,23 @@ class FastNet:
         """(kernel for one layer, its output on x for the next proof, whether its own kernel
         agreed with it)."""
         kernel_class = kernel_for(layer)
+        if _replaced(layer):
+            # a function set on the instance may hold the layer itself (a closure): a copy of
+            # the layer would still run it on the real one, so it cannot be proven
+            self._notice([layer], names, "has its forward or backward replaced on the "
+                         "instance by a function")
+            return AsWritten(layer), reference_output([layer], x), False
         if kernel_class is None or kernel_class is AsWritten:
             if kernel_class is None:
-                self._notice([layer], names, "has no fast kernel")
+                self._notice([layer], names, _why_no_kernel(layer))
             return AsWritten(layer), reference_output([layer], x), kernel_class is AsWritten
         verdict, y = self._prove(kernel_class, [layer], x, input_grad)
-        if y is None:
-            y = reference_output([layer], x)
+        if y is None:  # the layer's own code refused the proof's batch (e.g. a wrong shape):
+            return AsWritten(layer), None, True  # it will say why when it really runs
         if verdict.agrees:
             return kernel_class(layer, input_grad=input_grad), y, True
         self._notice([layer], names, f"differs from its fast kernel by "
-                     f"{verdict.difference:.1e} in {verdict.where}")
+                     f"{verdict.difference:.1e} in {verdict.where}", mode=True)
         return AsWritten(layer), y, False
 
     def _prove(self, kernel_class, layers: list, x: np.ndarray, input_grad: bool):
@@ -232,14 +263,38 @@ class FastNet:
             self._verdicts[key] = prove(kernel_class, layers, x, input_grad)
         return self._verdicts[key]
 
-    @staticmethod
-    def _notice(layers: list, names: dict, what: str) -> None:
-        mode = "training" if layers[0].training else "evaluation"
-        which = " -> ".join(layer.short_name() + (f" (layer {names[id(layer)]})"
-                                                  if names.get(id(layer)) else "")
-                            for layer in layers)
-        warnings.warn(f"npnet.fast: {which} {what} ({mode} mode); running it as written",
-                      FastPathWarning, stacklevel=_first_frame_outside_npnet())
+    def _notice(self, layers: list, names: dict, what: str, mode: bool = False) -> None:
+        """Warn once per FastNet: '... <what> (<mode> mode); running it as written'."""
+        which = " -> ".join(_describe(layer, names.get(id(layer))) for layer in layers)
+        if mode:
+            what += " (training mode)" if layers[0].training else " (evaluation mode)"
+        message = f"npnet.fast: {which} {what}; running it as written"
+        if message not in self._announced:
+            self._announced.add(message)
+            warnings.warn(message, FastPathWarning, stacklevel=_first_frame_outside_npnet())
+
+
+def _why_no_kernel(layer: Module) -> str:
+    for cls in type(layer).__mro__[1:]:
+        if cls in KERNELS:
+            return f"has its own forward or backward (a subclass of {cls.__name__})"
+    return "has no fast kernel"
+
+
+def _replaced(layer: Module) -> bool:
+    """Whether the instance holds its own forward or backward that is not a method bound to it
+    (``layer.backward = some_function``, a lambda, a method of another object)."""
+    own = [vars(layer)[root] for root in ("forward", "backward") if root in vars(layer)]
+    return any(getattr(method, "__self__", None) is not layer for method in own)
+
+
+def _describe(layer: Module, name: str | None) -> str:
+    """'BatchNorm(6, num_dims=4) (layer 1)', or for a subclass that keeps its parent's short
+    name, 'FrozenBatchNorm, a BatchNorm(6, num_dims=4) (layer 1)'."""
+    text = layer.short_name()
+    if not text.startswith(type(layer).__name__):
+        text = f"{type(layer).__name__}, a {text}"
+    return text + (f" (layer {name})" if name else "")
 
 
 def _first_frame_outside_npnet() -> int:

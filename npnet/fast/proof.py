@@ -12,7 +12,9 @@ ones and zeros BatchNorm starts with, behind which a missing factor of gamma wou
 then compares the output, dL/dx, every parameter gradient and every buffer after the forward.
 A kernel that agrees to TOLERANCE runs; one that does not, or a layer the backend has no
 kernel for, runs as written. The real layers are never touched: no state, no gradient, no
-hook sees the proof.
+hook sees the proof. (A layer whose forward or backward is replaced on the instance by a
+plain function is not proven at all: the function may hold the real layer, which a copy would
+then run on.)
 
 ``code_version`` ties a proof to the code it proved: it changes whenever a function that a
 layer's forward or backward reaches is replaced (an edit reloaded in a notebook, a
@@ -108,21 +110,28 @@ def run_kernel(kernel, x: np.ndarray, grad_out_seed: int) -> dict:
 
 
 def _buffers(layers) -> dict:
-    return {f"{position}.{name}": np.array(value)
+    return {_prefix(layers, position) + name: np.array(value)
             for position, layer in enumerate(layers) for name, value in layer.named_buffers()}
 
 
 def _gradients(layers) -> dict:
-    return {f"dL/d{position}.{name}": param.grad.copy()
+    return {"dL/d" + _prefix(layers, position) + name: param.grad.copy()
             for position, layer in enumerate(layers) for name, param in layer.named_parameters()}
+
+
+def _prefix(layers, position: int) -> str:
+    """'' for a single layer's arrays ('dL/dweight'); the layer's type for a fused kernel's
+    ('dL/dBatchNorm.gamma')."""
+    return "" if len(layers) == 1 else f"{type(layers[position]).__name__}."
 
 
 def prove(kernel_class, layers, x: np.ndarray, input_grad: bool, seed: int = 0):
     """Run ``kernel_class(*layers)`` and ``layers`` as written side by side on x (float64,
     batch first). Returns (Verdict, the layers' output, for the next kernel's proof).
 
-    An exception in the layers' own code is the layers' to raise when they really run: the
-    verdict then says so, and they run as written.
+    An exception in the layers' own code (e.g. a Linear refusing the previous layer's output
+    shape) is the layers' to raise when they really run: the output is then None, and they run
+    as written.
     """
     rng = np.random.default_rng(seed)
     reference = [float64_copy(layer) for layer in layers]
@@ -144,11 +153,14 @@ def prove(kernel_class, layers, x: np.ndarray, input_grad: bool, seed: int = 0):
 
 
 def reference_output(layers, x: np.ndarray):
-    """The layers' output on x, run as written on float64 copies (None if they raise)."""
+    """The layers' output on x, run as written on float64 copies (None if they raise). The
+    class's forward runs, not one set on the instance: that may be a closure over the real
+    layer. (Only the shape matters here: this is the next proof's input.)"""
     y = x
     try:
         for layer in layers:
-            y = float64_copy(layer).forward(y)
+            twin = float64_copy(layer)
+            y = type(twin).forward(twin, y)
     except Exception:  # noqa: BLE001
         return None
     return np.asarray(y)
@@ -193,7 +205,7 @@ def code_version(layer) -> tuple:
         return (class_version(type(layer)),)
     references = []
     for method in own:
-        _reach(method, cls, references, set())
+        _reach(method, type(layer), references, set())
     return (class_version(type(layer)), *own, *(held for _, _, held in references))
 
 
