@@ -27,7 +27,9 @@ def trace(net, x):
 
 def main():
     npnet.manual_seed(0)
-    net = lenet_224()
+    # evaluation mode: BatchNorm refuses to train on one value per feature (the notebook's
+    # own function computes on and outputs beta); the shapes are the same in either mode
+    net = lenet_224().eval()
     X = np.random.default_rng(0).random((1, 1, 224, 224), dtype=np.float32)
     for name, shape in trace(net, X):
         print(name, "output shape:\t", shape)

@@ -8,7 +8,7 @@ Every layer has an explicit ``forward`` and ``backward``; ``Sequential`` chains 
 from . import (checkpoint, datasets, fast, init, instruments, models, plots, plots_inside,
                summary, train)
 from .activation import ReLU, Sigmoid, Tanh
-from .batchnorm import BatchNorm, batch_norm, batch_norm_backward
+from .batchnorm import BatchNorm, BatchTooSmallError, batch_norm, batch_norm_backward
 from .checkpoint import load_checkpoint, save_checkpoint
 from .container import Sequential
 from .conv import Conv2d
@@ -27,7 +27,7 @@ from .train import evaluate, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "AvgPool2d", "BatchNorm", "Conv2d", "CrossEntropyLoss", "FastNet", "FastPathWarning",
+    "AvgPool2d", "BatchNorm", "BatchTooSmallError", "Conv2d", "CrossEntropyLoss", "FastNet", "FastPathWarning",
     "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "SGD", "Sequential",
     "Sigmoid", "Tanh", "batch_norm", "batch_norm_backward", "evaluate", "fit", "gradcheck",
     "init_xavier", "load_checkpoint", "manual_seed", "save_checkpoint", "xavier_uniform_",

@@ -23,6 +23,12 @@ and g = dL/dy * gamma (the gradient reaching x_hat):
 
 The two extra terms in training mode are the paths through batch_mean and batch_var: every
 x[n] moves the statistics that normalize all the others.
+
+Training mode needs more than one value per feature (M > 1), as in PyTorch: with one, the
+batch variance is 0, the output is exactly beta whatever x is, and the moving variance is
+pulled toward 0. The layer refuses such a batch (``BatchTooSmallError``) before it changes
+anything. (The seed's function computes on regardless; its shape trace on one image runs
+in evaluation mode here.)
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .module import Module, Parameter
+
+
+class BatchTooSmallError(ValueError):
+    """BatchNorm in training mode got one value per feature (a batch of one sample)."""
 
 
 class BatchNormCache(NamedTuple):
@@ -122,9 +132,18 @@ class BatchNorm(Module):
                 f"momentum={self.momentum}")
 
     def checked_input(self, x) -> np.ndarray:
-        """x as an ndarray, checked to be (N, F) or (N, F, H, W) (by num_dims) and float."""
+        """x as an ndarray, checked to be (N, F) or (N, F, H, W) (by num_dims) and float, not
+        empty, and in training mode to hold more than one value per feature."""
         layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
-        return self._check_input(x, self.num_dims, layout, channels=self.num_features)
+        x = self._check_input(x, self.num_dims, layout, channels=self.num_features)
+        if self.training and x.size <= self.num_features:  # M = N (* H * W) values per feature
+            raise BatchTooSmallError(
+                f"{self.short_name()} expected more than 1 value per channel when training, "
+                f"got input of shape {x.shape}: the batch variance of one value is 0, so the "
+                f"output would be exactly beta and the moving variance would be pulled toward "
+                f"0. Train on batches of two samples or more, or run single samples in "
+                f"evaluation mode (net.eval())")
+        return x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.checked_input(x)

@@ -8,18 +8,25 @@ pickle, so loading a checkpoint cannot run code. Its entries:
     optimizer/<key>/<i>        the optimizer's per-parameter arrays, e.g. SGD's momentum
                                buffers optimizer/velocity/0 (absent while still None)
     metadata                   one JSON string: format and version, the epoch, the History,
-                               the optimizer's settings (lr, ...) and any ``extra`` dict
+                               the optimizer's settings (lr, ...; for each list of arrays its
+                               length and which entries are stored) and any ``extra`` dict
 
 Saving is atomic: the archive is written to a temporary file in the same folder and then
 renamed over the old one with ``os.replace``. A save that fails halfway (full disk, Ctrl-C)
 leaves the previous checkpoint as it was.
+
+Loading is all or nothing: every entry (each array's name, shape and numbers, each optimizer
+setting, the history) is checked before the model or the optimizer is changed, and an error
+names the file and the entry. Arrays take the dtype of the model's parameters.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -65,43 +72,71 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer=None) -> dict:
     Returns the metadata: ``{'epoch': int or None, 'history': History or None,
     'extra': dict or None}``.
 
-    Raises ``FileNotFoundError`` if there is no file, and ``CheckpointError`` naming the file
-    if it is damaged or does not fit: a missing, unexpected or differently shaped entry is
-    named in the message, and then nothing in the model or the optimizer has been changed.
+    Raises ``FileNotFoundError`` if there is no file, ``IsADirectoryError`` for a folder, and
+    ``CheckpointError`` naming the file and the entry if it is damaged or does not fit: a
+    missing, unexpected or differently shaped array, a missing or malformed optimizer setting,
+    a malformed history. Every entry is checked before anything is changed, so after an error
+    the model and the optimizer are as they were. Arrays are converted to the dtype of the
+    parameters they belong to (a float32 checkpoint in a float64 model: float64 weights and
+    momentum buffers).
     """
     path = Path(path)
     entries, metadata = _read(path)
-    model_state = {name.removeprefix("model/"): value for name, value in entries.items()
-                   if name.startswith("model/")}
-
+    info = _checked_metadata(path, metadata, entries)
+    model_state = _checked_model_state(path, entries, model)
     optimizer_state = None
     if optimizer is not None:
-        if metadata["optimizer"] is None:
-            raise CheckpointError(f"{path}: holds no optimizer state (it was saved without "
-                                  f"optimizer=...); load it with optimizer=None")
-        saved_type = metadata["optimizer"]["type"]
-        if saved_type != type(optimizer).__name__:
-            raise CheckpointError(f"{path}: holds the state of a {saved_type} optimizer; got "
-                                  f"a {type(optimizer).__name__}")
-        optimizer_state = _join_optimizer_state(metadata["optimizer"]["settings"], entries)
-        _check_optimizer_fits(path, optimizer, optimizer_state)
+        optimizer_state = _checked_optimizer_state(path, metadata, entries, optimizer)
+    leftover = [name for name in entries if not name.startswith(("model/", "optimizer/"))]
+    if leftover:
+        raise CheckpointError(f"{path}: unexpected entries {leftover}; not a file written by "
+                              f"save_checkpoint")
 
+    # Everything fits: change the model and the optimizer, and undo both if that still fails.
+    model_before = model.state_dict()
+    optimizer_before = None if optimizer is None else optimizer.state_dict()
     try:
-        model.load_state_dict(model_state)  # checks every entry before changing anything
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"{path}: does not fit this model: {error.args[0]}") from error
-    if optimizer is not None:
-        optimizer.load_state_dict(optimizer_state)
+        model.load_state_dict(model_state)
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+    except BaseException as error:
+        model.load_state_dict(model_before)
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_before)
+        if isinstance(error, Exception):
+            raise CheckpointError(f"{path}: could not be loaded ({type(error).__name__}: "
+                                  f"{error}); nothing was changed") from error
+        raise
+    return {name: info[name] for name in ("epoch", "history", "extra")}
 
-    history = metadata["history"]
-    return {"epoch": metadata["epoch"],
-            "history": None if history is None else History.from_dict(history),
-            "extra": metadata["extra"]}
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """What a checkpoint says about itself, without a model: ``{'epoch', 'history',
+    'extra', 'optimizer', 'entries'}``. ``optimizer`` is None or ``{'type': 'SGD',
+    'settings': {'lr': ..., ...}}`` (numbers only, no arrays); ``entries`` lists the names of
+    its arrays (e.g. ``'model/1.moving_mean'``). Checks the file as ``load_checkpoint``
+    does, so a damaged file raises ``CheckpointError`` here already."""
+    path = Path(path)
+    entries, metadata = _read(path)
+    info = _checked_metadata(path, metadata, entries)
+    optimizer = metadata["optimizer"]
+    if optimizer is not None:
+        optimizer = {"type": optimizer["type"],
+                     "settings": {key: value for key, value in optimizer["settings"].items()
+                                  if not isinstance(value, dict)}}
+    return {**info, "optimizer": optimizer, "entries": list(entries)}
 
 
 # ------------------------------------------------------------------------------ helpers
+METADATA_KEYS = ("format", "version", "epoch", "history", "optimizer", "extra")
+
+
 def _read(path: Path) -> tuple[dict, dict]:
     """All arrays of the archive (read now, so damage shows here) and the parsed metadata."""
+    if path.is_dir():
+        inside = path / "checkpoint.npz"
+        hint = f"; did you mean {inside}?" if inside.is_file() else ""
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     damaged = (f"{path}: not a readable npnet checkpoint; the file is truncated, damaged, or "
@@ -119,7 +154,194 @@ def _read(path: Path) -> tuple[dict, dict]:
     if metadata.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {metadata.get('version')}; "
                               f"this npnet reads version {VERSION}")
+    missing = [key for key in METADATA_KEYS if key not in metadata]
+    if missing:
+        raise CheckpointError(f"{path}: metadata entry '{missing[0]}' is missing (the file "
+                              f"was changed after save_checkpoint wrote it)")
     return entries, metadata
+
+
+def _checked_metadata(path: Path, metadata: dict, entries: dict) -> dict:
+    """The epoch, History and extra dict of the metadata, each checked; CheckpointError
+    naming the entry otherwise. Also checks the structure of the optimizer entry."""
+    epoch = metadata["epoch"]
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)
+                              or epoch < 0):
+        raise CheckpointError(f"{path}: metadata entry 'epoch' is {epoch!r}; expected a "
+                              f"whole number >= 0 or null")
+    extra = metadata["extra"]
+    if extra is not None and not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: metadata entry 'extra' is a {type(extra).__name__}; "
+                              f"expected a dict or null")
+    optimizer = metadata["optimizer"]
+    if optimizer is not None:
+        if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("type"), str)
+                or not isinstance(optimizer.get("settings"), dict)):
+            raise CheckpointError(f"{path}: metadata entry 'optimizer' is malformed; expected "
+                                  f"{{'type': name, 'settings': {{...}}}}, got {optimizer!r:.80}")
+    elif any(name.startswith("optimizer/") for name in entries):
+        raise CheckpointError(f"{path}: metadata entry 'optimizer' is null but the file holds "
+                              f"optimizer arrays; the metadata was changed")
+    return {"epoch": epoch, "history": _checked_history(path, metadata["history"]),
+            "extra": extra}
+
+
+def _checked_history(path: Path, data) -> History | None:
+    """The History stored in the metadata, after checking every list and value."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: metadata entry 'history' is a {type(data).__name__}; "
+                              f"expected a dict of lists")
+    names = [f.name for f in fields(History)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise CheckpointError(f"{path}: metadata entry 'history.{unknown[0]}' is not a "
+                              f"History list; expected only {names}")
+    lengths = {}
+    for name in names:
+        values = data.get(name, [])
+        if not isinstance(values, list):
+            raise CheckpointError(f"{path}: metadata entry 'history.{name}' is a "
+                                  f"{type(values).__name__}; expected a list, one number per "
+                                  f"epoch")
+        optional = name in ("test_acc", "test_loss")  # None without test data
+        for epoch, value in enumerate(values, 1):
+            if not ((isinstance(value, (int, float)) and not isinstance(value, bool))
+                    or (optional and value is None)):
+                raise CheckpointError(f"{path}: metadata entry 'history.{name}' holds "
+                                      f"{value!r:.40} for epoch {epoch}; expected a number")
+        lengths[name] = len(values)
+    if len(set(lengths.values())) > 1:
+        raise CheckpointError(f"{path}: metadata entry 'history' is malformed: its lists must "
+                              f"have one value per epoch; got lengths {lengths}")
+    return History.from_dict({name: data.get(name, []) for name in names})
+
+
+def _checked_model_state(path: Path, entries: dict, model) -> dict:
+    """The model's entries of the file, checked against ``model.state_dict()`` (names, shapes,
+    numbers) and converted to the dtype of the model's arrays."""
+    own = model.state_dict()
+    state = {name.removeprefix("model/"): value for name, value in entries.items()
+             if name.startswith("model/")}
+    missing = [name for name in own if name not in state]
+    unexpected = [name for name in state if name not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not fit this model: missing entries {missing}, "
+                              f"unexpected entries {unexpected}")
+    for name, current in own.items():
+        value = state[name]
+        if value.shape != current.shape:
+            raise CheckpointError(f"{path}: does not fit this model: entry '{name}' expects "
+                                  f"shape {current.shape}; the file holds {value.shape}")
+        if not _is_real(value):
+            raise CheckpointError(f"{path}: entry 'model/{name}' holds {value.dtype} values; "
+                                  f"expected numbers")
+        state[name] = value.astype(current.dtype, copy=False)
+    return state
+
+
+def _checked_optimizer_state(path: Path, metadata: dict, entries: dict, optimizer) -> dict:
+    """The optimizer's state from the file, in the form of ``optimizer.state_dict()``, after
+    checking every setting and array against what the optimizer has now. Arrays are converted
+    to the dtype of their parameter."""
+    saved = metadata["optimizer"]
+    if saved is None:
+        raise CheckpointError(f"{path}: holds no optimizer state (it was saved without "
+                              f"optimizer=...); load it with optimizer=None")
+    if saved["type"] != type(optimizer).__name__:
+        raise CheckpointError(f"{path}: holds the state of a {saved['type']} optimizer; got "
+                              f"a {type(optimizer).__name__}")
+    settings, current = saved["settings"], optimizer.state_dict()
+    missing = [key for key in current if key not in settings]
+    unexpected = [key for key in settings if key not in current]
+    if missing or unexpected:
+        which = (f"setting '{missing[0]}' is missing" if missing
+                 else f"setting '{unexpected[0]}' is not one this {type(optimizer).__name__} has")
+        raise CheckpointError(f"{path}: metadata entry 'optimizer': {which} (expected "
+                              f"{sorted(current)}); the file was changed or written by "
+                              f"another version")
+    params = getattr(optimizer, "params", None)
+    state, used = {}, set()
+    for key, now in current.items():
+        value = settings[key]
+        if isinstance(now, (list, tuple)):
+            state[key] = _checked_array_list(path, key, value, now, params, entries, used)
+        else:
+            state[key] = _checked_setting(path, key, value, now)
+    unused = sorted(name for name in entries if name.startswith("optimizer/")
+                    and name not in used)
+    if unused:
+        raise CheckpointError(f"{path}: unexpected entry '{unused[0]}': this optimizer has no "
+                              f"such state")
+    return state
+
+
+def _checked_setting(path: Path, key: str, value, now):
+    """One scalar setting (lr, momentum, ...), of the kind the optimizer has now."""
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if number(now):
+        ok = number(value) and math.isfinite(value)
+    elif isinstance(now, (bool, str)):
+        ok = type(value) is type(now)
+    else:  # None or something else: any JSON scalar
+        ok = value is None or isinstance(value, (bool, int, float, str))
+    if not ok:
+        raise CheckpointError(f"{path}: optimizer setting '{key}' is {value!r:.40}; expected "
+                              f"{'a finite number' if number(now) else type(now).__name__}")
+    return value
+
+
+def _checked_array_list(path: Path, key: str, value, now, params, entries: dict,
+                        used: set) -> list:
+    """A per-parameter list of arrays (SGD's ``velocity``): every entry the file says it
+    stored must be there, with its parameter's shape; converted to its dtype."""
+    if not isinstance(value, dict) or not isinstance(value.get("list_length"), int):
+        raise CheckpointError(f"{path}: optimizer setting '{key}' is {value!r:.60}; expected "
+                              f"{{'list_length': n, ...}}")
+    length = value["list_length"]
+    if length != len(now):
+        raise CheckpointError(f"{path}: optimizer state '{key}' has {length} entries; this "
+                              f"optimizer has {len(now)} parameters")
+    present = [index for index in range(length) if f"optimizer/{key}/{index}" in entries]
+    stored = value.get("stored")
+    if stored is None:
+        # written before the file listed its arrays: SGD keeps all of them or none
+        stored = present if len(present) in (0, length) else list(range(length))
+    if (not isinstance(stored, list)
+            or not all(isinstance(i, int) and 0 <= i < length for i in stored)):
+        raise CheckpointError(f"{path}: optimizer setting '{key}.stored' is malformed")
+    missing = [index for index in stored if index not in present]
+    if missing:
+        raise CheckpointError(f"{path}: entry 'optimizer/{key}/{missing[0]}' is missing "
+                              f"({len(missing)} of the {len(stored)} '{key}' arrays the file "
+                              f"stored are gone); the file is damaged")
+    arrays = []
+    for index in range(length):
+        name = f"optimizer/{key}/{index}"
+        if index not in stored:
+            arrays.append(None)
+            continue
+        used.add(name)
+        array = entries[name]
+        reference = params[index].data if params is not None else now[index]
+        if reference is not None:
+            if array.shape != reference.shape:
+                raise CheckpointError(f"{path}: optimizer entry '{name}' has shape "
+                                      f"{array.shape}; parameter {index} has shape "
+                                      f"{reference.shape}")
+            if not _is_real(array):
+                raise CheckpointError(f"{path}: optimizer entry '{name}' holds {array.dtype} "
+                                      f"values; expected numbers")
+            array = array.astype(reference.dtype)
+        arrays.append(array)
+    return arrays
+
+
+def _is_real(array: np.ndarray) -> bool:
+    return array.dtype.kind in "fiu"
 
 
 def _split_optimizer_state(state: dict) -> tuple[dict, dict]:
@@ -127,15 +349,16 @@ def _split_optimizer_state(state: dict) -> tuple[dict, dict]:
 
     Numbers, strings and None go to the settings. A list of per-parameter arrays (each may be
     None), such as SGD's ``velocity``, becomes arrays ``optimizer/<key>/<i>``; the settings
-    keep its length under ``{'<key>': {'list_length': n}}``.
+    keep its length and which indices were stored (not None) under
+    ``{'<key>': {'list_length': n, 'stored': [0, 1, ...]}}``, so that a lost array is noticed.
     """
     settings, arrays = {}, {}
     for key, value in state.items():
         if isinstance(value, (list, tuple)):
-            settings[key] = {"list_length": len(value)}
-            for index, item in enumerate(value):
-                if item is not None:
-                    arrays[f"optimizer/{key}/{index}"] = np.asarray(item)
+            stored = [index for index, item in enumerate(value) if item is not None]
+            settings[key] = {"list_length": len(value), "stored": stored}
+            for index in stored:
+                arrays[f"optimizer/{key}/{index}"] = np.asarray(value[index])
         elif value is None or isinstance(value, (bool, int, float, str)):
             settings[key] = value
         else:
@@ -143,33 +366,3 @@ def _split_optimizer_state(state: dict) -> tuple[dict, dict]:
                             f"{type(value).__name__}; expected numbers, strings or lists of "
                             f"arrays")
     return settings, arrays
-
-
-def _join_optimizer_state(settings: dict, entries: dict) -> dict:
-    """The inverse of ``_split_optimizer_state``."""
-    state = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and "list_length" in value:
-            state[key] = [entries.get(f"optimizer/{key}/{index}")
-                          for index in range(value["list_length"])]
-        else:
-            state[key] = value
-    return state
-
-
-def _check_optimizer_fits(path: Path, optimizer, state: dict) -> None:
-    """Every per-parameter array list must have one entry per parameter, of its shape."""
-    params = getattr(optimizer, "params", None)
-    if params is None:
-        return
-    for key, value in state.items():
-        if not isinstance(value, list):
-            continue
-        if len(value) != len(params):
-            raise CheckpointError(f"{path}: optimizer state '{key}' has {len(value)} entries; "
-                                  f"this optimizer has {len(params)} parameters")
-        for index, (array, param) in enumerate(zip(value, params)):
-            if array is not None and array.shape != param.shape:
-                raise CheckpointError(f"{path}: optimizer entry 'optimizer/{key}/{index}' has "
-                                      f"shape {array.shape}; parameter {index} has shape "
-                                      f"{param.shape}")

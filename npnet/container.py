@@ -7,6 +7,9 @@ Each layer's backward turns the gradient with respect to its output into the gra
 respect to its input (and adds its parameter gradients to ``.grad`` on the way). Each layer's
 own ``forward`` and ``backward`` run, with its hooks: that is all there is to it. (npnet.fast
 runs the same network faster, where it has shown it gives the same numbers.)
+
+Each layer object may appear once in a network: it keeps the cache of its last forward, so a
+second use would overwrite what the first use's backward needs.
 """
 
 from __future__ import annotations
@@ -15,8 +18,37 @@ from typing import Iterator
 
 import numpy as np
 
-from .module import Module
+from .module import Module, check_not_empty
 from .summary import summary
+
+
+def check_each_layer_once(net: Module, who: str = "Sequential") -> None:
+    """Refuse a network that holds one layer object at two places (``Sequential(l, Tanh(),
+    l)``, also inside nested containers): the layer keeps one cache, so the second use's
+    forward overwrites what the first use's backward needs, and the gradients come out
+    wrong without any error."""
+    first_place = {id(net): None}  # id -> dotted name of the first place it was seen
+
+    def visit(module: Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            place = f"{prefix}.{name}" if prefix else name
+            if id(child) in first_place:
+                raise ValueError(_repeated_layer_message(who, child, first_place[id(child)],
+                                                         place))
+            first_place[id(child)] = place
+            visit(child, place)
+
+    visit(net, "")
+
+
+def _repeated_layer_message(who: str, layer: Module, first: str | None, second: str) -> str:
+    where = (f"the network itself is also its own layer {second}" if first is None
+             else f"layer {first} and layer {second} are the same {layer.short_name()} object")
+    return (f"{who}: {where}. A layer keeps the cache of its last forward, so a second use "
+            f"overwrites what the first one's backward needs, and the gradients come out "
+            f"wrong. For an independent twin use copy.deepcopy(layer); for a tied one (the "
+            f"same weights) build a new layer and share the parameters "
+            f"(twin.weight = layer.weight)")
 
 
 class Sequential(Module):
@@ -34,18 +66,34 @@ class Sequential(Module):
                     f"is {type(layer).__name__}: {layer!r}"
                 )
         self.layers = list(layers)
+        check_each_layer_once(self)
+
+    def short_name(self) -> str:
+        return "Sequential"
+
+    def _check_versions(self) -> None:
+        # every layer's, before any of them adds a gradient: a refusal then changes nothing
+        for layer in reversed(self.layers):
+            layer._check_versions()
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         for position, layer in enumerate(self.layers):
             yield str(position), layer
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        # refused before any layer runs, so that no layer's state changes: an empty batch,
+        # and a layer put into self.layers twice since the network was built
+        check_not_empty("Sequential", np.shape(x))
+        check_each_layer_once(self)
+        self.cache = None  # until this forward has run through: no backward after a failed one
         for layer in self.layers:
             x = layer(x)  # forward, then the layer's forward hooks
+        self.cache = np.shape(x)  # the output's shape, to check grad_out against
         return x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        grad = grad_out
+        # one backward per forward, like each layer's (see Module._require_cache)
+        grad = self._check_grad(grad_out, self._require_cache())
         for position in reversed(range(len(self.layers))):
             layer = self.layers[position]
             grad = layer.run_backward(grad)  # backward, then the layer's backward hooks

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .module import Module
+from .module import Module, check_not_empty
 
 
 class Flatten(Module):
@@ -23,6 +23,7 @@ class Flatten(Module):
         if x.ndim < 2:
             raise ValueError(f"Flatten expects input (N, ...) with at least 2 dimensions; "
                              f"got {x.shape}")
+        check_not_empty("Flatten", x.shape)  # (0, ...) cannot be reshaped to (0, -1)
         return x
 
     def forward(self, x: np.ndarray) -> np.ndarray:

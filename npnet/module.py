@@ -15,10 +15,19 @@ methods compute; see npnet/fast/__init__.py.)
 ``astype(dtype)``. Attributes that hold a ``Parameter`` are parameters, attributes that hold a
 ``Module`` are children, and arrays named with ``register_buffer`` are buffers (state that is
 saved but not trained, such as BatchNorm's moving averages).
+
+A cache serves one backward, for the parameters it was made with. ``_require_cache`` refuses,
+with a message that says why, a backward that would compute wrong gradients silently:
+
+- before any forward, or after ``astype`` dropped the cache;
+- a second time after one forward (it would add the same gradients into ``.grad`` again);
+- after a parameter changed since the forward (an optimizer step in between): setting
+  ``self.cache`` notes each parameter's ``version``, and the backward compares.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from typing import Callable, Iterator
 
@@ -33,14 +42,29 @@ class Parameter:
     - data: the values, any shape S
     - grad: dL/d(data), same shape S and dtype; backward passes *add* into it (as PyTorch
       does), so call ``zero_grad()`` before each backward.
+    - version: counts the changes to ``data``. Every assignment ``p.data = ...`` counts,
+      and so do ``p.data -= lr * g`` and ``p.data *= 2`` (Python assigns their result back).
+      A write into the array, ``p.data[...] = v``, is not an assignment to ``data``: code that
+      writes so after a forward adds 1 to ``version`` itself (``load_state_dict`` does).
+      A layer's backward refuses to run if a version changed since its forward.
     """
 
     def __init__(self, data: np.ndarray):
         data = np.asarray(data)
         if data.dtype not in FLOAT_DTYPES:
             data = data.astype(np.float32)
+        self.version = 0
         self.data = data
         self.grad = np.zeros_like(data)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, values: np.ndarray) -> None:
+        self._data = values
+        self.version += 1
 
     @property
     def shape(self) -> tuple:
@@ -62,11 +86,21 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+class CacheState(enum.Enum):
+    """What stands in ``Module.cache`` once the forward's cache is gone, so that a backward
+    can say why it cannot run (``None``: no forward yet)."""
+
+    SPENT = "used by a backward pass"
+    CONVERTED = "dropped by astype"
+
+
 class Module:
     """Base class of every layer and container.
 
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``forward`` stores what
-    ``backward`` needs in ``self.cache``; ``backward`` raises a clear error if called first.
+    ``backward`` needs in ``self.cache``; ``backward`` takes it with ``_require_cache()``,
+    which raises a clear error if there is none, and checks ``grad_out`` with
+    ``_check_grad``, which marks the cache used: one backward per forward.
     """
 
     def __init__(self):
@@ -76,6 +110,24 @@ class Module:
         object.__setattr__(self, "_forward_hooks", [])
         object.__setattr__(self, "_backward_hooks", [])
         object.__setattr__(self, "cache", None)
+
+    # ------------------------------------------------------------------ the cache
+    @property
+    def cache(self):
+        """What the last forward kept for backward: None before the first forward, a
+        ``CacheState`` once a backward used it or ``astype`` dropped it."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, value) -> None:
+        self._cache = value
+        # the version of each parameter this forward computed with, for _require_cache
+        if value is None or isinstance(value, CacheState):
+            self._cache_versions = ()
+        else:
+            self._cache_versions = [(name, param, param.version)
+                                    for name, param in vars(self).items()
+                                    if isinstance(param, Parameter)]
 
     # ----------------------------------------------------------------- the two passes
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -137,11 +189,15 @@ class Module:
             yield module
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        for name, value in vars(self).items():
-            if isinstance(value, Parameter):
-                yield (f"{prefix}.{name}" if prefix else name), value
-        for name, child in self.named_children():
-            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+        """(dotted name, Parameter) pairs. A Parameter that two layers share (tied weights,
+        ``b.weight = a.weight``) is listed once, under its first name, as in PyTorch: an
+        optimizer that got it twice would move it twice per step."""
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, value in vars(module).items():
+                if isinstance(value, Parameter) and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{module_name}.{name}" if module_name else name), value
 
     def parameters(self) -> list[Parameter]:
         return [param for _, param in self.named_parameters()]
@@ -176,7 +232,8 @@ class Module:
                 param.astype(dtype)
             for name in module._buffer_names:
                 object.__setattr__(module, name, getattr(module, name).astype(dtype))
-            object.__setattr__(module, "cache", None)
+            if module.cache is not None and not isinstance(module.cache, CacheState):
+                module.cache = CacheState.CONVERTED  # it holds arrays of the old dtype
         return self
 
     @property
@@ -221,7 +278,8 @@ class Module:
         params = dict(self.named_parameters())
         for name, value in state.items():
             if name in params:
-                params[name].data[...] = value
+                params[name].data[...] = value  # in place: views of it stay valid
+                params[name].version += 1  # a write into the array does not count itself
         for module_name, module in self.named_modules():
             for buffer_name in module._buffer_names:
                 full = f"{module_name}.{buffer_name}" if module_name else buffer_name
@@ -243,22 +301,34 @@ class Module:
 
     # ------------------------------------------------------------ helpers for layers
     def _require_cache(self):
-        """The cache the last forward left, or a clear error if there is none."""
-        if self.cache is None:
-            raise RuntimeError(
-                f"{self.short_name()}.backward called before forward: there is nothing to "
-                f"differentiate yet (call forward, then backward once)"
-            )
-        return self.cache
+        """The cache the last forward left, or a clear error if backward cannot use it: there
+        is none, a backward used it already, or a parameter changed since the forward."""
+        cache = self._cache
+        if cache is None or isinstance(cache, CacheState):
+            raise RuntimeError(no_cache_message(self.short_name(), cache))
+        self._check_versions()
+        return cache
+
+    def _check_versions(self) -> None:
+        """Refuse if a parameter changed since the forward that made the cache."""
+        for name, param, version in self._cache_versions:
+            if param.version != version:
+                raise RuntimeError(parameter_changed_message(
+                    f"{self.short_name()}.{name}", version, param.version))
 
     def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
-        """grad_out as an ndarray, checked to have the shape of the last output."""
+        """grad_out as an ndarray, checked to have the shape of the last output.
+
+        Once it fits, this backward will run: the cache is marked used, so that a second
+        backward is refused instead of adding the same gradients into ``.grad`` again.
+        (A grad_out of the wrong shape leaves the cache for a corrected call.)"""
         grad_out = np.asarray(grad_out)
         if grad_out.shape != tuple(expected_shape):
             raise ValueError(
                 f"{self.short_name()}.backward expects grad_out of shape "
                 f"{tuple(expected_shape)} (the shape of its last output); got {grad_out.shape}"
             )
+        self.cache = CacheState.SPENT  # backward keeps its own reference until it returns
         return grad_out
 
     def _check_input(self, x, ndim: int, layout: str, channels: int | None = None,
@@ -271,6 +341,7 @@ class Module:
         if x.ndim != ndim or (channels is not None and x.shape[channel_axis] != channels):
             expected = layout if channels is None else layout.replace("C", str(channels), 1)
             raise ValueError(f"{self.short_name()} expects input {expected}; got {x.shape}")
+        check_not_empty(self.short_name(), x.shape)
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{self.short_name()} expects a float32 or float64 input; got {x.dtype}"
@@ -282,6 +353,39 @@ class Module:
                 f"convert one side, e.g. model.astype(np.{x.dtype})"
             )
         return x
+
+
+# ------------------------------------------------------- messages shared with npnet.fast
+def no_cache_message(who: str, cache) -> str:
+    """Why ``who``.backward has no cache to use (cache: None or a ``CacheState``)."""
+    if cache is CacheState.SPENT:
+        return (f"{who}.backward called twice after one forward: the first backward used up "
+                f"what the forward kept, and its gradients are already in .grad (a second "
+                f"would add them again). To accumulate gradients over several batches on "
+                f"purpose, run forward and backward once per batch (backward adds into .grad) "
+                f"and call optimizer.zero_grad() only between steps")
+    if cache is CacheState.CONVERTED:
+        return (f"{who}.backward called after the network was converted with astype: what the "
+                f"forward pass kept has the old dtype and was dropped; run forward again "
+                f"after astype, then backward")
+    return (f"{who}.backward called before forward: there is nothing to differentiate yet "
+            f"(call forward, then backward once)")
+
+
+def parameter_changed_message(name: str, old: int, new: int) -> str:
+    """A parameter changed between the forward and the backward that would use its cache."""
+    return (f"{name} changed (version {old} -> {new}, by an optimizer step, astype or an "
+            f"assignment to .data) after the forward pass whose cache this backward would "
+            f"use: its gradients would be those of the old values. Call optimizer.step() "
+            f"after backward, not between forward and backward, or run forward again")
+
+
+def check_not_empty(who: str, shape: tuple) -> None:
+    """Refuse a batch of no samples (N = 0): it has nothing to compute, and statistics over
+    it are NaN (BatchNorm's moving averages would become NaN for good)."""
+    if len(shape) > 0 and shape[0] == 0:
+        raise ValueError(f"{who} got an empty batch, input of shape {tuple(shape)}; it needs "
+                         f"at least one sample (skip empty batches)")
 
 
 class HookHandle:

@@ -7,15 +7,19 @@
 
 The figures are drawn with ``matplotlib.figure.Figure`` and the Agg canvas directly, not with
 ``pyplot``: importing this module never changes the user's matplotlib backend or opens a
-window, and it works on a machine without a display.
+window, and it works on a machine without a display. Files are replaced atomically
+(``npnet/atomic.py``): a program killed while saving leaves the previous picture, whole.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 
 def _new_figure(**kwargs):
@@ -91,8 +95,22 @@ def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str
     _save(figure, path)
 
 
-def _save(figure: Figure, path: str | os.PathLike) -> None:
+def _save(figure, path: str | os.PathLike) -> None:
+    """Save as PNG (or the format of path's suffix), atomically: a kill or a full disk while
+    writing leaves the previous picture, never a truncated one (see ``npnet/atomic.py``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)  # attaches the Agg canvas; pyplot's global state is never touched
-    figure.savefig(path, dpi=100)
+    save_figure_atomically(figure, path, dpi=100)
+
+
+def save_figure_atomically(figure, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``figure.savefig(path)``, but written to a temporary file that replaces ``path`` only
+    once complete. A path without a suffix gets ".png", as savefig gives it. Returns the
+    path written."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    with atomic_write(path, "wb") as file:
+        figure.savefig(file, format=path.suffix[1:].lower(), **savefig_kwargs)
+    return path

@@ -8,8 +8,9 @@
 
 Each takes one Recorder or several as ``{"title": recorder}`` (drawn side by side, on shared
 axes, e.g. a network with and one without BatchNorm), returns a matplotlib ``Figure`` and, given
-``path``, saves it as PNG. The figures are built with ``Figure`` and ``FigureCanvasAgg``, not
-pyplot, so nothing touches pyplot's global state or needs a display.
+``path``, saves it as PNG (atomically, see ``npnet/atomic.py``: a program killed while saving
+leaves the previous file, never half of one). The figures are built with ``Figure`` and
+``FigureCanvasAgg``, not pyplot, so nothing touches pyplot's global state or needs a display.
 
 Layers are picked with ``layers``: None for the activation layers (Sigmoid, Tanh, ReLU: the
 "intermediate outputs" of a network), or a list of dotted names and/or layer types, as in
@@ -25,6 +26,7 @@ import numpy as np
 
 from .activation import ReLU, Sigmoid, Tanh
 from .instruments import Recorder
+from .plots import save_figure_atomically
 
 ACTIVATIONS = (Sigmoid, Tanh, ReLU)
 
@@ -71,7 +73,7 @@ def _finish(fig: Figure, path) -> Figure:
     fig.tight_layout()
     if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=110)
+        save_figure_atomically(fig, path, dpi=110)  # never a truncated file, even if killed
     return fig
 
 

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import atomic_write
+from .batchnorm import BatchTooSmallError
 from .datasets import DataLoader
 from .fast import FastNet, enabled_by_default
 from .loss import CrossEntropyLoss
@@ -139,23 +140,28 @@ def _evaluate_batches(model, batches) -> tuple[float, float]:
 def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
         batch_size: int = 256, optimizer=None, loss=None, seed: int | None = None,
         history: History | None = None, on_epoch_end: Callable | None = None,
-        progress: bool = True, verbose: bool = True, fast: bool | None = None) -> History:
+        progress: bool = True, verbose: bool = True, fast: bool | None = None,
+        drop_last: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs of mini-batch gradient descent.
 
     Inputs:
     - model: an npnet Module mapping images (N, C, H, W) to logits (N, K)
     - train_data: a pair ``(x_train, y_train)`` of arrays, x (N, C, H, W) and integer
       labels y (N,), cut into shuffled batches of ``batch_size`` every epoch; or a
-      ``DataLoader`` (or any iterable of ``(x, y)`` batches), used as it is
+      ``DataLoader`` (or any iterable of ``(x, y)`` batches), used as it is, except that
+      fit tells one with a ``set_epoch`` method which epoch (from 0) each pass is
     - test_data: ``(x_test, y_test)`` or a DataLoader; evaluated after every epoch
     - epochs: how many epochs to train in this call
     - lr: the learning rate of the default optimizer, ``SGD(model.parameters(), lr)``
     - optimizer: any object with ``zero_grad()`` and ``step()``; then ``lr`` is not used
     - loss: the criterion, ``CrossEntropyLoss()`` by default
     - seed: seed of the shuffling, for a repeatable run (the weights are seeded by
-      ``npnet.manual_seed`` before the model is built)
+      ``npnet.manual_seed`` before the model is built); None shuffles at random. The order
+      of epoch k depends on (seed, k) alone (``DataLoader.set_epoch``)
     - history: a ``History`` to continue (e.g. from a checkpoint): new epochs are appended
-      and numbered after the ones it holds
+      and numbered after the ones it holds, and visit the samples in the order those epochs
+      of an uninterrupted run would have: 1 epoch, then 2 more with ``history=`` (the same
+      model and optimizer carried over), is bitwise the same as 3 epochs in one call
     - on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch, epoch
       counted from 1, e.g. to save a checkpoint
     - progress: show a progress bar over the batches of each epoch
@@ -163,15 +169,19 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
     - fast: run the network on the fast backend (npnet.fast: the same numbers, proven on a
       small batch first), by default unless the environment variable NPNET_FAST=0; False
       runs every layer's own forward and backward, as written
+    - drop_last: leave out each epoch's last batch when it is smaller than ``batch_size``
+      (for ``(x, y)`` arrays; a DataLoader has its own). BatchNorm refuses to train on a
+      batch of one sample, which N = k * batch_size + 1 samples leave over.
 
-    Returns the ``History``. Raises ``DivergenceError`` if the loss becomes NaN or infinite.
+    Returns the ``History``. Raises ``DivergenceError`` if the loss becomes NaN or infinite,
+    ``BatchTooSmallError`` (a ValueError) for a batch of one sample through a BatchNorm.
     """
     history = History() if history is None else history
     first, last = len(history) + 1, len(history) + epochs
     dtype = model.dtype or np.float32
-    if seed is not None:
-        seed += len(history)  # a resumed run should not replay the first epochs' order
-    train_batches = _as_batches(train_data, dtype, batch_size, shuffle=True, seed=seed)
+    train_batches = _as_batches(train_data, dtype, batch_size, shuffle=True, seed=seed,
+                                drop_last=drop_last)
+    _check_not_empty(train_batches)  # before anything runs
     test_batches = None if test_data is None else _as_batches(test_data, dtype, 1000)
     optimizer = SGD(model.parameters(), lr=lr) if optimizer is None else optimizer
     criterion = CrossEntropyLoss() if loss is None else loss
@@ -181,13 +191,21 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
 
     for epoch in range(first, last + 1):
         model.train()
+        if hasattr(train_batches, "set_epoch"):
+            # the order of this epoch from (seed, epoch) alone: a resumed run continues
+            # with the order the uninterrupted run would have had
+            train_batches.set_epoch(epoch - 1)
         loss_sum, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         with tqdm(train_batches, desc=f"epoch {epoch}/{last}", unit="batch", leave=False,
                   disable=not progress) as bar:
             for step, (x, y) in enumerate(bar, start=1):
                 optimizer.zero_grad()                 # backward adds into .grad
-                logits = model(x)                     # (N, C, H, W) -> (N, K)
+                try:
+                    logits = model(x)                 # (N, C, H, W) -> (N, K)
+                except BatchTooSmallError as error:   # say which batch, and how to avoid it
+                    raise BatchTooSmallError(_too_small_message(
+                        error, epoch, step, len(y), train_batches, train_data)) from None
                 batch_loss = criterion(logits, y)     # mean over the N examples
                 if not math.isfinite(batch_loss):     # NaN or inf: every later step is lost
                     raise DivergenceError(_divergence_message(batch_loss, epoch, step,
@@ -202,6 +220,9 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                                 refresh=False)
         train_seconds = time.perf_counter() - start
+        if seen == 0:  # an iterable that gave no batch this time
+            raise ValueError(f"fit: the training data gave no batch in epoch {epoch}; there "
+                             f"is nothing to train on")
 
         test_acc = test_loss = None
         if test_batches is not None:
@@ -229,7 +250,8 @@ def runner_for(model, fast: bool | None):
     return FastNet(model, input_grad=False) if use else model
 
 
-def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int | None = None):
+def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int | None = None,
+                drop_last: bool = False):
     """(x, y) arrays -> a DataLoader over them, x cast once to the model's dtype; a
     DataLoader (or other iterable of batches) is returned unchanged."""
     if isinstance(data, (tuple, list)):
@@ -238,13 +260,47 @@ def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int |
                              f"{type(data).__name__} of length {len(data)}")
         x, y = data
         return DataLoader(np.asarray(x, dtype=dtype), np.asarray(y), batch_size=batch_size,
-                          shuffle=shuffle, seed=seed)
+                          shuffle=shuffle, seed=seed, drop_last=drop_last)
     return data
+
+
+def _check_not_empty(batches) -> None:
+    """A clear error for a training set with no batch, instead of a ZeroDivisionError after
+    the first epoch."""
+    if not hasattr(batches, "__len__") or len(batches) > 0:
+        return
+    if isinstance(batches, DataLoader) and len(batches.x) > 0:  # drop_last dropped them all
+        raise ValueError(f"fit: the training set's {len(batches.x)} samples are fewer than "
+                         f"batch_size={batches.batch_size}, and drop_last=True leaves out that "
+                         f"incomplete batch: there is no batch to train on. Use a smaller "
+                         f"batch_size")
+    shape = f" (x of shape {batches.x.shape})" if isinstance(batches, DataLoader) else ""
+    raise ValueError(f"fit got an empty training set{shape}: there is nothing to train on")
+
+
+def _too_small_message(error: Exception, epoch: int, step: int, size: int, batches,
+                       train_data) -> str:
+    """BatchNorm's refusal of a one-sample batch, with where it happened in fit and how
+    to avoid it."""
+    steps = len(batches) if hasattr(batches, "__len__") else None
+    samples = f"{size} sample" + ("" if size == 1 else "s")
+    if steps == step and isinstance(batches, DataLoader):
+        which = (f"the last batch of epoch {epoch} (step {step} of {steps}) holds {samples}: "
+                 f"{len(batches.x)} training samples leave {size} over after batches of "
+                 f"{batches.batch_size}")
+    else:
+        which = f"batch {step} of epoch {epoch} holds {samples}"
+    fix = ("fit(..., drop_last=True) leaves out the lone last sample"
+           if isinstance(train_data, (tuple, list))
+           else "DataLoader(..., drop_last=True) leaves out the lone last sample")
+    return f"fit: {which}. {fix}, or choose another batch size. {error}"
 
 
 def _divergence_message(loss: float, epoch: int, step: int, batches, optimizer) -> str:
     steps = len(batches) if hasattr(batches, "__len__") else None
     lr = getattr(optimizer, "lr", None)
+    if lr is not None and not np.isfinite(lr):
+        lr = None  # lr=nan is no learning rate to suggest a tenth of
     at_lr = "" if lr is None else f" with lr={lr:g}"
     lower = "" if lr is None else f" (e.g. lr={lr / 10:g})"
     of_steps = "" if steps is None else f" of {steps}"

@@ -229,12 +229,16 @@ def test_batchnorm_evaluation_uses_the_moving_averages_and_leaves_them():
     np.testing.assert_array_equal(layer.moving_mean, [[1.0, 2.0, 3.0, 4.0]])
 
 
-def test_batchnorm_accepts_the_seeds_batch_of_one():
+def test_batchnorm_refuses_the_seeds_batch_of_one_when_training():
     """The seed runs its trace on one image in training mode; the 2-D statistics are then
-    a mean of one value and a variance of 0, so the output is beta."""
+    a mean of one value and a variance of 0, so its output is beta. npnet refuses that, as
+    PyTorch does, and runs one image in evaluation mode (tests/test_misuse.py has more)."""
     layer = npnet.BatchNorm(3, 2)
-    layer.beta.data[...] = [[0.5, -1.0, 2.0]]
-    np.testing.assert_allclose(layer(randn32(1, 3)), [[0.5, -1.0, 2.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="expected more than 1 value per channel"):
+        layer(randn32(1, 3))
+    layer.eval()
+    np.testing.assert_allclose(layer(randn32(1, 3)), randn32(1, 3) / np.sqrt(1 + 1e-5),
+                               rtol=1e-6)
 
 
 # -------------------------------------------------------------------------------- loss

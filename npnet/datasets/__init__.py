@@ -6,6 +6,12 @@
 - ``DataLoader``: mini-batches, reshuffled every epoch;
 - ``read_idx()``, ``write_idx()``: the IDX file format the data sets come in (``idx.py``).
 
+Every failure raises a ``DatasetError`` (a ``ValueError``) with a one-line message: which file
+or folder, what is wrong, what to do. Its subclasses: ``DatasetNotFoundError`` (files missing,
+downloading off), ``DownloadError`` and ``DatasetDownloadError`` (downloading failed; the
+message keeps each mirror's reason), ``DataFileError`` (a file on disk is unreadable, empty,
+truncated, damaged, not the official one, or a folder).
+
     from npnet.datasets import load_mnist, DataLoader
     x_train, y_train, x_test, y_test = load_mnist()      # x: (60000, 1, 28, 28) float32
     for x_batch, y_batch in DataLoader(x_train, y_train, batch_size=128, shuffle=True):
@@ -18,6 +24,8 @@ from .loader import DataLoader
 from .mnist import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
+    DataFileError,
+    DatasetDownloadError,
     DatasetNotFoundError,
     TrainTestData,
     cache_dir,
@@ -27,7 +35,9 @@ from .mnist import (
 )
 
 __all__ = [
+    "DataFileError",
     "DataLoader",
+    "DatasetDownloadError",
     "DatasetError",
     "DatasetNotFoundError",
     "DownloadError",

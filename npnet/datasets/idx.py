@@ -44,7 +44,11 @@ IDX_TYPE_CODES = {(dtype.kind, dtype.itemsize): code for code, dtype in IDX_DTYP
 
 
 class DatasetError(ValueError):
-    """A data file is there, but its contents are not what they should be."""
+    """Something is wrong with a data set: the base class of every error that loading one raises.
+
+    Its message is one line that names the file or folder, says what is wrong and what to do.
+    Here, in ``read_idx``, it means the file is there but its contents are not an IDX array.
+    """
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -78,8 +82,9 @@ def decompress_if_gzip(content: bytes, name: str = "<bytes>") -> bytes:
     except (OSError, EOFError, zlib.error) as error:
         # EOFError: the stream stops early (an interrupted download); OSError (BadGzipFile):
         # the checksum at the end does not match; zlib.error: the compressed bytes are damaged.
+        details = " ".join(str(error).split()) or type(error).__name__
         raise DatasetError(
-            f"{name}: corrupt gzip stream ({error}); the file is truncated or damaged"
+            f"{name}: corrupt gzip stream ({details}); the file is truncated or damaged"
         ) from error
 
 
@@ -88,6 +93,8 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
     ``name`` is only used in error messages.
     """
+    if not data:
+        raise DatasetError(f"{name}: empty file (0 bytes; an interrupted download or copy?)")
     if len(data) < 4:
         raise DatasetError(
             f"{name}: too short to be an IDX file: expected at least the 4 magic bytes, "
@@ -105,7 +112,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(data) < header_size:
         raise DatasetError(
             f"{name}: the header declares {ndim} dimensions, which needs {header_size} "
-            f"header bytes, but the file has only {len(data)} bytes"
+            f"header bytes, but the file has only {len(data)} bytes (the file is truncated)"
         )
     shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
 
@@ -113,9 +120,10 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     expected_bytes = math.prod(shape) * dtype.itemsize
     found_bytes = len(data) - header_size
     if found_bytes != expected_bytes:
+        why = "the file is truncated" if found_bytes < expected_bytes else "extra bytes at the end"
         raise DatasetError(
             f"{name}: expected {expected_bytes} bytes of {dtype.name} data for shape "
-            f"{shape}, found {found_bytes}"
+            f"{shape}, found {found_bytes} ({why})"
         )
 
     values = np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape)

@@ -15,8 +15,11 @@ class DataLoader:
     - y: targets, shape (N, ...), e.g. labels (N,)
     - batch_size: B, the number of samples per batch; the last batch may be smaller
     - shuffle: visit the samples in a new random order every epoch (every ``for`` loop)
-    - seed: seed of the random order, so that a whole run can be repeated exactly
-    - drop_last: leave out the last batch if it has fewer than B samples
+    - seed: seed of the random order (an int >= 0), so that a whole run can be repeated
+      exactly; None draws one at random
+    - drop_last: leave out the last batch if it has fewer than B samples. Worth it with
+      BatchNorm: in training mode it refuses a batch of one sample (one value per feature
+      has no variance), which N = k B + 1 samples leave over at the end of every epoch.
 
     Each batch is ``x[indices], y[indices]``, of shapes (B, ...) and (B, ...)::
 
@@ -24,6 +27,11 @@ class DataLoader:
         for epoch in range(10):
             for x_batch, y_batch in loader:   # len(loader) batches, each sample once
                 ...
+
+    The order of epoch k (counted from 0) depends on (seed, k) alone. Each ``for`` loop is
+    the next epoch; ``set_epoch(k)`` says which epoch the next loop is, as in PyTorch's
+    samplers. A run resumed at epoch k (``fit`` with a ``history`` does this) then visits
+    the samples in the order the uninterrupted run would have.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
@@ -36,15 +44,27 @@ class DataLoader:
                 or batch_size < 1:
             raise ValueError(f"DataLoader expects batch_size to be a positive integer; "
                              f"got {batch_size!r}")
+        if seed is None:
+            seed = np.random.SeedSequence().entropy  # fresh randomness, then fixed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"DataLoader expects seed to be an integer >= 0 or None; "
+                             f"got {seed!r}")
         self.x = x
         self.y = y
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        # One generator for the loader's whole life: each epoch draws the next permutation
-        # from it, so the order changes from epoch to epoch, yet the same seed repeats the
-        # same sequence of orders.
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.epoch = 0  # the epoch the next ``for`` loop runs
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``for`` loop epoch ``epoch`` (from 0), with that epoch's order."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of the N samples that epoch ``epoch`` visits, a function of
+        (seed, epoch) alone: a generator seeded with both draws it."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
 
     def __len__(self) -> int:
         """The number of batches in one epoch."""
@@ -53,8 +73,11 @@ class DataLoader:
         return math.ceil(len(self.x) / self.batch_size)
 
     def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1  # the next loop is the next epoch
+        return self._batches(self.order(epoch) if self.shuffle else None)
+
+    def _batches(self, order: np.ndarray | None):
         num_samples = len(self.x)
-        order = self.rng.permutation(num_samples) if self.shuffle else None
         for batch in range(len(self)):
             start = batch * self.batch_size
             stop = min(start + self.batch_size, num_samples)

@@ -22,11 +22,12 @@ import numpy as np
 
 from ..activation import ReLU, Sigmoid, Tanh
 from ..batchnorm import BatchNorm
-from ..container import Sequential
+from ..container import Sequential, check_each_layer_once
 from ..conv import Conv2d
 from ..flatten import Flatten
 from ..linear import Linear
-from ..module import Module
+from ..module import (CacheState, Module, Parameter, check_not_empty, no_cache_message,
+                      parameter_changed_message)
 from ..pool import AvgPool2d, MaxPool2d
 from .activation import SigmoidKernel
 from .batchnorm import BatchNormKernel
@@ -83,8 +84,10 @@ class FastNet:
         self._plans: dict = {}
         self._verdicts: dict = {}
         self._announced: set = set()  # the notices said (each once)
-        # (kernels, output shape) of the last forward; None: ran as written; "spent": backward
-        # has used it
+        # what the last forward left for backward: (kernels, output shape, parameter
+        # versions); AS_WRITTEN: the network ran as written, its layers keep their caches;
+        # None: no forward (or a failed one); a CacheState: used up by backward, or dropped
+        # by astype
         self._last = None
 
     def __getattr__(self, name):
@@ -102,6 +105,9 @@ class FastNet:
 
     def astype(self, dtype) -> "FastNet":
         self.net.astype(dtype)
+        if isinstance(self._last, tuple):  # what the kernels kept has the old dtype
+            self._release()
+            self._last = CacheState.CONVERTED
         return self
 
     def __repr__(self) -> str:
@@ -114,11 +120,16 @@ class FastNet:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, ...) -> the network's output, batch first."""
         x = np.asarray(x)
-        if x.ndim < 2:  # no batch axis to move: nothing to gain
-            self._last = None
-            return self.net(x)
         self._release()  # the last pass's caches: a new forward makes them useless
+        self._last = None  # until this forward has run through: no backward after a failed one
+        if x.ndim < 2:  # no batch axis to move: nothing to gain
+            out = self.net(x)
+            self._last = AS_WRITTEN
+            return out
+        check_not_empty("FastNet", x.shape)  # before any kernel changes any state
         kernels = self.plan(x)
+        # the version of every parameter this forward computes with, for backward to check
+        versions = [(param, param.version) for param in _parameters(kernels)]
         h = to_batch_last(x)
         for kernel in kernels:
             y = kernel.forward(h)
@@ -130,21 +141,22 @@ class FastNet:
         out = np.ascontiguousarray(from_batch_last(h))
         for hook in self.net._forward_hooks:
             hook(self.net, x, out)
-        self._last = (kernels, out.shape)
+        self._last = (kernels, out.shape, versions)
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         """grad_out (shape of the last output) -> dL/dx (None unless ``input_grad``); adds every
-        parameter's gradient into its ``.grad``."""
-        if self._last is None:
+        parameter's gradient into its ``.grad``. Refused, as a layer's backward is, before a
+        forward, a second time after one, after astype, and after a parameter changed."""
+        if self._last is AS_WRITTEN:
             return self.net.backward(grad_out)
-        if self._last == "spent":
-            raise RuntimeError(
-                "FastNet.backward called twice after one forward: the first backward used up "
-                "what the forward kept, and its gradients are already in .grad. To accumulate "
-                "gradients over several batches, run forward and backward once per batch "
-                "(backward adds into .grad) and call optimizer.zero_grad() only between steps")
-        kernels, out_shape = self._last
+        if not isinstance(self._last, tuple):
+            raise RuntimeError(no_cache_message("FastNet", self._last))
+        kernels, out_shape, versions = self._last
+        for param, version in versions:
+            if param.version != version:
+                raise RuntimeError(parameter_changed_message(self._name_of(param), version,
+                                                             param.version))
         grad_out = np.asarray(grad_out)
         if grad_out.shape != out_shape:
             raise ValueError(f"FastNet.backward expects grad_out of shape {out_shape} (the "
@@ -163,7 +175,7 @@ class FastNet:
                                 f"dL/dx, the gradient with respect to its input")
             grad = grad_in
         self._release()
-        self._last = "spent"
+        self._last = CacheState.SPENT
         if grad is None or not self.input_grad:
             return None
         return np.ascontiguousarray(from_batch_last(grad))
@@ -174,9 +186,21 @@ class FastNet:
             for kernel in self._last[0]:
                 kernel.cache = None
 
+    def _name_of(self, param: Parameter) -> str:
+        """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""
+        for module_name, module in self.net.named_modules():
+            for name, value in vars(module).items():
+                if value is param:
+                    where = f" (layer {module_name})" if module_name else ""
+                    return f"{module.short_name()}.{name}{where}"
+        return repr(param)  # no longer in the network
+
     # -------------------------------------------------------------------------- planning
     def layers(self) -> list:
-        """The layers in the order they run: nested Sequentials opened (unless hooked)."""
+        """The layers in the order they run: nested Sequentials opened (unless hooked). A
+        layer object at two places is refused, as Sequential refuses it."""
+        check_each_layer_once(self.net, "FastNet")
+
         def open_up(module):
             if isinstance(module, Sequential) and not (module._forward_hooks
                                                        or module._backward_hooks):
@@ -272,6 +296,16 @@ class FastNet:
         if message not in self._announced:
             self._announced.add(message)
             warnings.warn(message, FastPathWarning, stacklevel=_first_frame_outside_npnet())
+
+
+AS_WRITTEN = "as written"  # FastNet._last when the network ran as written (input of ndim < 2)
+
+
+def _parameters(kernels) -> list:
+    """The parameters of the layers the kernels stand for, in the order backward meets the
+    layers (last layer first, as Sequential's backward checks them)."""
+    return [value for kernel in reversed(kernels) for layer in reversed(kernel.layers)
+            for value in vars(layer).values() if isinstance(value, Parameter)]
 
 
 def _why_no_kernel(layer: Module) -> str:
