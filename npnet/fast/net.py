@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from .linear import FlattenKernel, LinearKernel
 from .pool import AvgPool2dKernel
 from .proof import PROOF_BATCH, code_versions, prove, reference_output
 
-# layer class -> its kernel; a subclass gets its parent's kernel (and is proven like any other)
+# layer class -> its kernel (a subclass that keeps its parent's forward and backward too)
 KERNELS = {
     Conv2d: Conv2dKernel, BatchNorm: BatchNormKernel, AvgPool2d: AvgPool2dKernel,
     Linear: LinearKernel, Flatten: FlattenKernel, Sigmoid: SigmoidKernel,
@@ -48,6 +49,14 @@ KERNELS = {
     Sequential: AsWritten,  # a nested one with hooks (one without is opened up)
 }
 MAX_PLANS = 16  # plans kept per FastNet (train and eval, a few input shapes)
+
+
+class LastPass(NamedTuple):
+    """What a FastNet's forward leaves for its backward."""
+
+    kernels: list        # the plan that ran, each kernel holding its cache
+    output_shape: tuple  # batch first, for checking grad_out
+    versions: list       # (parameter, its version) as the forward computed with it
 
 
 class FastPathWarning(UserWarning):
@@ -84,8 +93,8 @@ class FastNet:
         self._plans: dict = {}
         self._verdicts: dict = {}
         self._announced: set = set()  # the notices said (each once)
-        # what the last forward left for backward: (kernels, output shape, parameter
-        # versions); AS_WRITTEN: the network ran as written, its layers keep their caches;
+        # what the last forward left for backward: a LastPass; AS_WRITTEN: the network ran
+        # as written, its layers keep their caches;
         # None: no forward (or a failed one); a CacheState: used up by backward, or dropped
         # by astype
         self._last = None
@@ -105,7 +114,7 @@ class FastNet:
 
     def astype(self, dtype) -> "FastNet":
         self.net.astype(dtype)
-        if isinstance(self._last, tuple):  # what the kernels kept has the old dtype
+        if isinstance(self._last, LastPass):  # what the kernels kept has the old dtype
             self._release()
             self._last = CacheState.CONVERTED
         return self
@@ -141,7 +150,7 @@ class FastNet:
         out = np.ascontiguousarray(from_batch_last(h))
         for hook in self.net._forward_hooks:
             hook(self.net, x, out)
-        self._last = (kernels, out.shape, versions)
+        self._last = LastPass(kernels, out.shape, versions)
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -150,7 +159,7 @@ class FastNet:
         forward, a second time after one, after astype, and after a parameter changed."""
         if self._last is AS_WRITTEN:
             return self.net.backward(grad_out)
-        if not isinstance(self._last, tuple):
+        if not isinstance(self._last, LastPass):
             raise RuntimeError(no_cache_message("FastNet", self._last))
         kernels, out_shape, versions = self._last
         for param, version in versions:
@@ -182,8 +191,8 @@ class FastNet:
 
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
-        if isinstance(self._last, tuple):
-            for kernel in self._last[0]:
+        if isinstance(self._last, LastPass):
+            for kernel in self._last.kernels:
                 kernel.cache = None
 
     def _name_of(self, param: Parameter) -> str:
