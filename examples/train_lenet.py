@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import inspect
 import signal
 import sys
 import threading
@@ -66,10 +65,7 @@ from npnet.models import lenet
 from npnet.plots import plot_history, plot_predictions
 from npnet.train import DivergenceError, History, fit, runner_for
 
-try:  # BatchNorm's refusal of a one-sample batch (newer npnet)
-    from npnet.batchnorm import BatchTooSmallError
-except ImportError:  # pragma: no cover
-    BatchTooSmallError = DivergenceError
+from npnet.batchnorm import BatchTooSmallError
 
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "sample": "the MNIST sample"}
 FILES = ("checkpoint.npz", "history.json", "learning_curves.png", "predictions.png")
@@ -274,17 +270,13 @@ def train(args, status: dict) -> None:
                 raise SaveFailed(epoch, error) from error
 
         # A BatchNorm network cannot train on a last batch of one image: leave it out
-        # (fit's drop_last, where this npnet has it)
-        options = {}
-        if (batch_norm and len(x_train) > 1 and len(x_train) % args.batch_size == 1
-                and "drop_last" in inspect.signature(fit).parameters):
-            options["drop_last"] = True
+        drop_last = batch_norm and len(x_train) > 1 and len(x_train) % args.batch_size == 1
         say_where_we_are()
         try:
             fit(model, (x_train, y_train), (data.x_test, data.y_test),
                 epochs=max(args.epochs - len(history), 0), batch_size=args.batch_size,
                 optimizer=optimizer, seed=args.seed, history=history, on_epoch_end=save_run,
-                progress=not args.no_progress, fast=fast, **options)
+                progress=not args.no_progress, fast=fast, drop_last=drop_last)
         except DivergenceError as error:
             raise Failure(f"{one_line(error)} ({checkpoint_path} holds epoch {saved_epoch}; "
                           f"a lower --lr needs a new --out)" if saved_epoch

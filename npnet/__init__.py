@@ -5,8 +5,9 @@ Every layer has an explicit ``forward`` and ``backward``; ``Sequential`` chains 
 ``import npnet`` needs numpy alone (tqdm and matplotlib are imported where they are used).
 """
 
-from . import (checkpoint, datasets, fast, init, instruments, models, plots, plots_inside,
-               summary, train)
+# the submodules, so that npnet.models.lenet(), npnet.instruments.Recorder ... work
+from . import (checkpoint, datasets, fast, init, instruments, models, plots,  # noqa: F401
+               plots_inside, summary, train)
 from .activation import ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm, BatchTooSmallError, batch_norm, batch_norm_backward
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -21,12 +21,16 @@ of one network with the first of the other), and coloured from shallow (dark) to
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .activation import ReLU, Sigmoid, Tanh
 from .instruments import Recorder
 from .plots import save_figure_atomically
+
+if TYPE_CHECKING:  # for the annotations only: matplotlib is imported where figures are made
+    from matplotlib.figure import Figure
 
 ACTIVATIONS = (Sigmoid, Tanh, ReLU)
 
