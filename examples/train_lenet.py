@@ -146,6 +146,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # matplotlib is imported where npnet plots, i.e. after the first epoch; import it now, so
+    # that a Ctrl-C cannot land in the middle of that import (which Python then reports as
+    # a confusing RuntimeError instead of the interruption)
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
     status = {"interrupted": "interrupted; nothing was saved"}
     restore_sigterm = stop_on_sigterm()
     try:

@@ -438,9 +438,9 @@ def test_a_running_run_holds_its_folder_and_ctrl_c_releases_it(example, tmp_path
     exit code 130, its lock and no temporary file left."""
     first = run_script(tmp_path, *TINY, "--epochs", "1000", "--out", "shared")
     try:
-        lock, checkpoint = tmp_path / "shared" / ".lock", tmp_path / "shared" / "checkpoint.npz"
+        lock, curves = tmp_path / "shared" / ".lock", tmp_path / "shared" / "learning_curves.png"
         deadline = time.monotonic() + 60
-        while not checkpoint.exists() and time.monotonic() < deadline:  # training is under way
+        while not curves.exists() and time.monotonic() < deadline:  # epoch 1 saved and plotted
             time.sleep(0.05)
         assert json.loads(lock.read_text())["pid"] == first.pid
         second = invoke(example, tmp_path, *TINY, "--out", "shared")
