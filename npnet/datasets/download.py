@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..atomic import process_is_running
 from .idx import DatasetError
 
 DOWNLOAD_TIMEOUT = 120.0  # default time limit in seconds for a download, over all its mirrors
@@ -315,21 +316,8 @@ def _remove_stale_parts(directory: Path, filename: str) -> None:
             continue
         pid = int(match.group(1)) if match.group(1) else None
         if age > STALE_PART_AGE or (pid is not None and pid != os.getpid()
-                                    and not _process_is_running(pid)):
+                                    and not process_is_running(pid)):
             _remove_quietly(entry.path)
-
-
-def _process_is_running(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (True when we cannot tell)."""
-    if os.name != "posix":
-        return True  # on Windows os.kill(pid, 0) would end the process; rely on the age rule
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # e.g. PermissionError: it exists but belongs to another user
-    return True
 
 
 def _close(file) -> None:

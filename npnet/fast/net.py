@@ -38,7 +38,8 @@ from .kernel import AsWritten, LayoutFree
 from .layout import from_batch_last, to_batch_last
 from .linear import FlattenKernel, LinearKernel
 from .pool import AvgPool2dKernel
-from .proof import PROOF_BATCH, code_versions, prove, reference_output
+from .proof import (PROOF_BATCH, ROOTS, code_versions, own_methods, prove,
+                    reference_output)
 
 # layer class -> its kernel (a subclass that keeps its parent's forward and backward too)
 KERNELS = {
@@ -70,7 +71,7 @@ def kernel_for(layer: Module):
     for cls in type(layer).__mro__:
         if cls in KERNELS:
             own_code = any(getattr(type(layer), name) is not getattr(cls, name)
-                           for name in ("forward", "backward"))
+                           for name in ROOTS)
             return None if own_code else KERNELS[cls]
     return None
 
@@ -327,8 +328,8 @@ def _why_no_kernel(layer: Module) -> str:
 def _replaced(layer: Module) -> bool:
     """Whether the instance holds its own forward or backward that is not a method bound to it
     (``layer.backward = some_function``, a lambda, a method of another object)."""
-    own = [vars(layer)[root] for root in ("forward", "backward") if root in vars(layer)]
-    return any(getattr(method, "__self__", None) is not layer for method in own)
+    return any(getattr(method, "__self__", None) is not layer
+               for method in own_methods(layer))
 
 
 def _describe(layer: Module, name: str | None) -> str:

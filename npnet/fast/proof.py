@@ -192,6 +192,11 @@ _tracked: dict = {}  # layer class -> (version, [(namespace, name, object it hel
 ROOTS = ("forward", "backward")
 
 
+def own_methods(layer) -> list:
+    """The forward / backward set on the instance itself (``layer.backward = ...``), if any."""
+    return [vars(layer)[root] for root in ROOTS if root in vars(layer)]
+
+
 def code_version(layer) -> tuple:
     """A value that changes when the code behind ``layer``'s forward or backward changes.
 
@@ -200,7 +205,7 @@ def code_version(layer) -> tuple:
     forward or backward set on the instance itself: that function and what it reaches, looked
     up afresh.
     """
-    own = [vars(layer)[root] for root in ROOTS if root in vars(layer)]
+    own = own_methods(layer)
     if not own:
         return (class_version(type(layer)),)
     references = []
@@ -239,8 +244,7 @@ def code_versions(layers) -> tuple:
         cls = type(layer)
         if cls not in checked:
             checked[cls] = class_version(cls)
-        own = "forward" in vars(layer) or "backward" in vars(layer)
-        versions.append(code_version(layer) if own else (checked[cls],))
+        versions.append(code_version(layer) if own_methods(layer) else (checked[cls],))
     return tuple(versions)
 
 
