@@ -187,19 +187,13 @@ def _checked_metadata(path: Path, metadata: dict, entries: dict) -> dict:
 
 
 def _checked_history(path: Path, data) -> History | None:
-    """The History stored in the metadata, after checking every list and value."""
+    """The History stored in the metadata, after checking that every value is a number."""
     if data is None:
         return None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: metadata entry 'history' is a {type(data).__name__}; "
                               f"expected a dict of lists")
-    names = [f.name for f in fields(History)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise CheckpointError(f"{path}: metadata entry 'history.{unknown[0]}' is not a "
-                              f"History list; expected only {names}")
-    lengths = {}
-    for name in names:
+    for name in [f.name for f in fields(History)]:
         values = data.get(name, [])
         if not isinstance(values, list):
             raise CheckpointError(f"{path}: metadata entry 'history.{name}' is a "
@@ -211,11 +205,11 @@ def _checked_history(path: Path, data) -> History | None:
                     or (optional and value is None)):
                 raise CheckpointError(f"{path}: metadata entry 'history.{name}' holds "
                                       f"{value!r:.40} for epoch {epoch}; expected a number")
-        lengths[name] = len(values)
-    if len(set(lengths.values())) > 1:
-        raise CheckpointError(f"{path}: metadata entry 'history' is malformed: its lists must "
-                              f"have one value per epoch; got lengths {lengths}")
-    return History.from_dict({name: data.get(name, []) for name in names})
+    try:  # History's own checks: no unknown lists, one value per epoch in each
+        return History.from_dict(data)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: metadata entry 'history' is malformed: "
+                              f"{error}") from None
 
 
 def _checked_model_state(path: Path, entries: dict, model) -> dict:
