@@ -6,30 +6,35 @@ Every layer has an explicit ``forward`` and ``backward``; ``Sequential`` chains 
 """
 
 # the submodules, so that npnet.models.lenet(), npnet.instruments.Recorder ... work
-from . import (checkpoint, datasets, fast, init, instruments, models, plots,  # noqa: F401
-               plots_inside, summary, train)
+from . import (checkpoint, datasets, fast, init, instruments, lr_scheduler,  # noqa: F401
+               models, plots, plots_inside, summary, train)
 from .activation import ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm, BatchTooSmallError, batch_norm, batch_norm_backward
 from .checkpoint import load_checkpoint, save_checkpoint
+from .concat import Concat
 from .container import Sequential
 from .conv import Conv2d
+from .dropout import Dropout
 from .fast import FastNet, FastPathWarning
 from .flatten import Flatten
 from .gradcheck import gradcheck
+from .identity import Identity
 from .init import init_xavier, xavier_uniform_
 from .linear import Linear
 from .loss import CrossEntropyLoss
 from .module import Module, Parameter
-from .optim import SGD
-from .pool import AvgPool2d, MaxPool2d
+from .optim import SGD, Adam, AdamW
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .residual import Residual
 from .rng import manual_seed
 from .train import evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AvgPool2d", "BatchNorm", "BatchTooSmallError", "Conv2d", "CrossEntropyLoss", "FastNet", "FastPathWarning",
-    "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "SGD", "Sequential",
+    "Adam", "AdamW", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "BatchTooSmallError", "Concat",
+    "Conv2d", "CrossEntropyLoss", "Dropout", "FastNet", "FastPathWarning", "Flatten", "Identity",
+    "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Residual", "SGD", "Sequential",
     "Sigmoid", "Tanh", "batch_norm", "batch_norm_backward", "evaluate", "fit", "gradcheck",
     "init_xavier", "load_checkpoint", "manual_seed", "save_checkpoint", "xavier_uniform_",
 ]

@@ -19,7 +19,13 @@ from typing import Iterator
 import numpy as np
 
 from .module import Module, check_not_empty
-from .summary import summary
+
+
+def check_layer(who: str, place: str, layer) -> None:
+    """Refuse anything but an npnet Module where a container expects a layer."""
+    if not isinstance(layer, Module):
+        raise TypeError(f"{who} expects layers (npnet Module instances); {place} is "
+                        f"{type(layer).__name__}: {layer!r}")
 
 
 def check_each_layer_once(net: Module, who: str = "Sequential") -> None:
@@ -60,11 +66,7 @@ class Sequential(Module):
     def __init__(self, *layers: Module):
         super().__init__()
         for position, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(
-                    f"Sequential expects layers (npnet Module instances); argument {position} "
-                    f"is {type(layer).__name__}: {layer!r}"
-                )
+            check_layer("Sequential", f"argument {position}", layer)
         self.layers = list(layers)
         check_each_layer_once(self)
 
@@ -105,6 +107,7 @@ class Sequential(Module):
     def summary(self, input_shape: tuple, batch_size: int = 1):
         """Output shape, parameter count and forward MACs of every layer for an input of
         shape (batch_size, *input_shape); print it for the table. See ``npnet/summary.py``."""
+        from .summary import summary  # here: summary walks into containers, so imports them
         return summary(self, input_shape, batch_size=batch_size)
 
     def __iter__(self) -> Iterator[Module]:

@@ -3,7 +3,8 @@
     y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] * x_padded[n, c, i*sh + a, j*sw + b']
 
 Shapes: x (N, C, H, W), W (O, C, kh, kw), b (O,), y (N, O, Ho, Wo) with
-Ho = (H + 2 ph - kh) // sh + 1 and Wo = (W + 2 pw - kw) // sw + 1.
+Ho = (H + 2 ph - kh) // sh + 1 and Wo = (W + 2 pw - kw) // sw + 1. ``padding='same'``
+(stride 1, odd kernels) is ph = (kh - 1) // 2, which makes Ho = H (likewise pw, Wo = W).
 
 With the windows of x as an array ``cols`` (N, C, Ho, Wo, kh, kw) (see windows.py), the
 convolution is one matrix product that contracts (c, a, b'):
@@ -42,6 +43,35 @@ class Conv2dCache(NamedTuple):
     padding: tuple
 
 
+def conv_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, int],
+                 owner: str) -> tuple[int, int]:
+    """``padding`` as (ph, pw): an int or a pair as given; ``'valid'``, no padding, (0, 0);
+    ``'same'``, the padding that keeps the input's size at stride 1:
+
+        Ho = H + 2 ph - kh + 1 = H   <=>   ph = (kh - 1) / 2     (likewise pw)
+
+    which is a whole number only for an odd kh. (For an even kh, PyTorch pads kh - 1 rows
+    unevenly, the extra one at the bottom; npnet pads both sides alike and refuses.)"""
+    if not isinstance(padding, str):
+        return pair(padding, "padding", owner, minimum=0)
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"{owner} expects padding as an int, a pair of ints, 'same' or "
+                         f"'valid'; got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"{owner} supports padding='same' only with stride 1, as PyTorch "
+                         f"does (with a larger stride, the padding that keeps the size would "
+                         f"depend on the input's size); got stride={stride}")
+    if kernel_size[0] % 2 == 0 or kernel_size[1] % 2 == 0:
+        raise ValueError(f"{owner} supports padding='same' only for odd kernel sizes, which "
+                         f"pad (k - 1) / 2 on each side; got kernel_size={kernel_size} (an even "
+                         f"k needs k - 1 rows or columns, which PyTorch splits unevenly, one "
+                         f"more at the bottom and right). Use an odd kernel, or give padding "
+                         f"as numbers")
+    return ((kernel_size[0] - 1) // 2, (kernel_size[1] - 1) // 2)
+
+
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                    stride: tuple[int, int], padding: tuple[int, int]):
     """x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> (y (N, O, Ho, Wo), cache)."""
@@ -71,7 +101,9 @@ def conv2d_backward(grad_out: np.ndarray, cache: Conv2dCache):
 class Conv2d(Module):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
 
-    kernel_size, stride and padding are an int or a (height, width) pair.
+    kernel_size, stride and padding are an int or a (height, width) pair; padding may also be
+    ``'valid'`` (no padding) or ``'same'`` (the output keeps the input's H and W: stride 1 and
+    odd kernel sizes only), kept as the pair of numbers it stands for (``conv_padding``).
     Parameters: ``weight`` (out_channels, in_channels, kh, kw) and ``bias`` (out_channels,),
     initialized U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels * kh * kw, as in
     PyTorch. Input (N, in_channels, H, W) -> output (N, out_channels, Ho, Wo).
@@ -86,7 +118,7 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size", owner)
         self.stride = pair(stride, "stride", owner)
-        self.padding = pair(padding, "padding", owner, minimum=0)
+        self.padding = conv_padding(padding, self.kernel_size, self.stride, owner)
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         self.weight = Parameter(
             default_uniform((out_channels, in_channels, *self.kernel_size), fan_in))

@@ -30,6 +30,12 @@ Usage:
     assert result.max_error < 1e-6
 
     result = npnet.gradcheck(net, x, loss=npnet.CrossEntropyLoss(), labels=y)
+
+A layer that draws random numbers in its forward (``Dropout``) keeps its own
+``np.random.Generator`` in an attribute. The check notes every such generator's state first and
+puts it back before each forward it runs, so every evaluation of f draws the same numbers (one
+dropout mask: f is then a fixed function to differentiate), and once more at the end, so
+checking draws nothing and a training run goes on as if it had not happened.
 """
 
 from __future__ import annotations
@@ -126,14 +132,20 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
       (None: all); seed: for grad_out and the entry sample.
     - check_input: also check dL/dx (set False for a module whose backward skips it, e.g. a
       ``FastNet`` built with ``input_grad=False``).
+
+    Random draws in a forward are held fixed: the state of every ``np.random.Generator`` that
+    a module keeps as an attribute (``Dropout.rng``) is restored before each forward, and at
+    the end.
     """
     rng = np.random.default_rng(seed)
+    generators = random_generators(module)  # noted before anything runs
     saved_state, saved_mode, saved_dtype = module.state_dict(), module.training, module.dtype
     mode = saved_mode if training is None else training
     module.astype(np.float64).train(mode)
     x = np.array(x, dtype=np.float64)  # our own copy, nudged in place below
     try:
         if loss is None and grad_out is None:
+            restore(generators)
             grad_out = rng.standard_normal(np.shape(module(x)))
         # a forward in training mode moves the BatchNorm averages; put them back every time
         buffers = [(m, name, getattr(m, name).copy())
@@ -142,6 +154,7 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
         def f() -> float:
             for owner, name, value in buffers:
                 setattr(owner, name, value.copy())
+            restore(generators)  # the same random draws (dropout mask) in every forward
             out = module(x)
             if loss is not None:
                 return float(loss(out, labels))
@@ -183,11 +196,25 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
                 checked=len(flat_indices), total=values.size))
         return result
     finally:
+        restore(generators)
         if saved_dtype is not None:
             module.astype(saved_dtype)
         module.load_state_dict(saved_state)
         module.zero_grad()
         module.train(saved_mode)
+
+
+def random_generators(module) -> list:
+    """(generator, its state now) for every ``np.random.Generator`` that a module of
+    ``module`` keeps as an attribute (``Dropout.rng``)."""
+    return [(value, value.bit_generator.state) for part in module.modules()
+            for value in vars(part).values() if isinstance(value, np.random.Generator)]
+
+
+def restore(generators: list) -> None:
+    """Put each generator back in the state ``random_generators`` noted."""
+    for generator, state in generators:
+        generator.bit_generator.state = state
 
 
 def _name(module) -> str:

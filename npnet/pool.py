@@ -14,6 +14,12 @@ Max pooling sends each output's gradient to the position that won (the first, on
     y[n, c, i, j] = max_{a, b} x_padded[n, c, i*sh + a, j*sw + b]
     dL/dx_padded[n, c, i*sh + a*, j*sw + b*] += dL/dy[n, c, i, j]
 
+Adaptive average pooling (``AdaptiveAvgPool2d(output_size)``) chooses the windows from the
+output size instead: output row i averages input rows floor(i H / Ho) .. ceil((i+1) H / Ho) - 1
+(likewise columns), PyTorch's rule. Those means are two matrix products, y = A_h x A_w^T per
+(n, c), so the backward is the transposes: dL/dx = A_h^T dL/dy A_w. With output_size 1 this
+is global average pooling, y = the mean over (H, W) and dL/dx = dL/dy / (H W) everywhere.
+
 Derivation in docs/backprop.md, section "Pooling".
 """
 
@@ -147,3 +153,88 @@ class MaxPool2d(_Pool2d):
         cache = self._require_cache()
         grad_out = self._check_grad(grad_out, self._output_shape(cache))
         return max_pool2d_backward(grad_out, cache)
+
+
+# ------------------------------------------------------------------ adaptive average pooling
+class AdaptiveAvgPool2dCache(NamedTuple):
+    """What ``adaptive_avg_pool2d_backward`` needs: only shapes, from which the averaging
+    matrices are built again (for global pooling, output_size (1, 1): the input shape)."""
+
+    x_shape: tuple      # (N, C, H, W), to size dL/dx
+    output_size: tuple  # (Ho, Wo)
+
+
+def averaging_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
+    """A (out_size, in_size): row i averages the inputs of output i's window,
+
+        A[i, h] = 1 / (end_i - start_i)  for start_i <= h < end_i, else 0,
+        start_i = floor(i * in_size / out_size),  end_i = ceil((i + 1) * in_size / out_size)
+
+    (PyTorch's windows). When out_size divides in_size, the windows are the tiles of
+    AvgPool2d(kernel_size=stride=in_size // out_size); for out_size 1, A is one row of
+    1 / in_size: the mean."""
+    matrix = np.zeros((out_size, in_size), dtype=dtype)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -(-((i + 1) * in_size) // out_size)  # ceil, in integers
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: tuple):
+    """x (N, C, H, W) -> (y (N, C, Ho, Wo), cache): the mean of each adaptive window,
+
+        y[n, c] = A_h @ x[n, c] @ A_w^T      (Ho, H) @ (H, W) @ (W, Wo) -> (Ho, Wo)
+    """
+    (H, W), (Ho, Wo) = x.shape[2:], output_size
+    rows, cols = averaging_matrix(H, Ho, x.dtype), averaging_matrix(W, Wo, x.dtype)
+    y = rows @ x @ cols.T  # matmul broadcasts over (N, C)
+    return y, AdaptiveAvgPool2dCache(x.shape, output_size)
+
+
+def adaptive_avg_pool2d_backward(grad_out: np.ndarray,
+                                 cache: AdaptiveAvgPool2dCache) -> np.ndarray:
+    """grad_out (N, C, Ho, Wo) -> grad_x (N, C, H, W): a product of matrices goes backward
+    through their transposes,
+
+        dL/dx[n, c] = A_h^T @ dL/dy[n, c] @ A_w      (H, Ho) @ (Ho, Wo) @ (Wo, W) -> (H, W)
+
+    so each input pixel gets 1 / (window size) of the gradient of every window it lies in.
+    Global pooling: A_h = [1/H ... 1/H], A_w = [1/W ... 1/W], and every pixel of (n, c) gets
+    dL/dy[n, c, 0, 0] / (H W)."""
+    (H, W), (Ho, Wo) = cache.x_shape[2:], cache.output_size
+    rows = averaging_matrix(H, Ho, grad_out.dtype)
+    cols = averaging_matrix(W, Wo, grad_out.dtype)
+    return rows.T @ grad_out @ cols
+
+
+class AdaptiveAvgPool2d(Module):
+    """``AdaptiveAvgPool2d(output_size)``: average pooling to a fixed output size, whatever the
+    input size. ``output_size`` is an int or a (Ho, Wo) pair; ``AdaptiveAvgPool2d(1)`` is the
+    global average pooling that ends ResNet and DenseNet. Input (N, C, H, W) -> output
+    (N, C, Ho, Wo). Any sizes: where Ho does not divide H, window sizes may differ by one and
+    neighbouring windows may overlap, as in PyTorch (see ``averaging_matrix``).
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        owner = f"AdaptiveAvgPool2d({output_size!r})"
+        self.output_size = pair(output_size, "output_size", owner)
+
+    def extra_repr(self) -> str:
+        Ho, Wo = self.output_size
+        return f"output_size={Ho if Ho == Wo else self.output_size}"
+
+    def checked_input(self, x) -> np.ndarray:
+        """x as an ndarray, checked to be (N, C, H, W) and float."""
+        return self._check_input(x, 4, "(N, C, H, W)")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.checked_input(x)
+        y, self.cache = adaptive_avg_pool2d_forward(x, self.output_size)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        cache = self._require_cache()
+        grad_out = self._check_grad(grad_out, (*cache.x_shape[:2], *cache.output_size))
+        return adaptive_avg_pool2d_backward(grad_out, cache)

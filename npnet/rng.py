@@ -15,18 +15,28 @@ import math
 
 import numpy as np
 
-_rng = np.random.default_rng()
+_seeds = np.random.SeedSequence()
+_rng = np.random.default_rng(_seeds)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Seed npnet's generator (initialization, and anything else that asks ``get_rng``)."""
-    global _rng
-    _rng = np.random.default_rng(seed)
+    """Seed npnet's generator (initialization, and anything else that asks ``get_rng``), and
+    the seeds ``spawn_rng`` hands out."""
+    global _rng, _seeds
+    _seeds = np.random.SeedSequence(seed)
+    _rng = np.random.default_rng(_seeds)
     return _rng
 
 
 def get_rng() -> np.random.Generator:
     return _rng
+
+
+def spawn_rng() -> np.random.Generator:
+    """A new generator of its own (e.g. for a Dropout layer's masks), reproducible from
+    ``manual_seed``: the n-th one spawned after ``manual_seed(s)`` is always the same. Spawning
+    does not advance npnet's generator, so the other layers' initial weights do not change."""
+    return np.random.default_rng(_seeds.spawn(1)[0])
 
 
 def uniform(shape: tuple, bound: float, dtype=np.float32) -> np.ndarray:

@@ -50,9 +50,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .concat import Concat
 from .conv import Conv2d
 from .linear import Linear
 from .module import Module
+from .residual import Residual
 
 
 def conv2d_macs(layer: Conv2d, input_shape: tuple, output_shape: tuple) -> int:
@@ -144,8 +146,8 @@ def _shape(shape: tuple) -> str:
 def summary(net: Module, input_shape: tuple, batch_size: int = 1, dtype=None) -> Summary:
     """Trace ``net`` on zeros of shape (batch_size, *input_shape); returns a ``Summary``.
 
-    - net: a Sequential (nested ones, and any iterable container, are walked into) or any
-      single layer
+    - net: a Sequential (nested ones, Residual and Concat blocks, and any iterable container,
+      are walked into) or any single layer
     - input_shape: the shape of one sample, without the batch axis, e.g. (1, 28, 28)
     - batch_size: N of the traced batch; MACs are for the whole batch
     - dtype: of the zeros; by default the network's own (float32 unless converted)
@@ -166,11 +168,27 @@ def summary(net: Module, input_shape: tuple, batch_size: int = 1, dtype=None) ->
 
 
 def _trace(module: Module, x: np.ndarray, name: str, rows: list) -> np.ndarray:
-    """Run ``module`` on x, appending one row per leaf layer; returns the output."""
+    """Run ``module`` on x, appending one row per leaf layer (and one per join of branches);
+    returns the output."""
     if hasattr(module, "__iter__"):  # a Sequential: its layers, in order
         for position, layer in enumerate(module):
-            x = _trace(layer, x, f"{name}.{position}" if name else str(position), rows)
+            x = _trace(layer, x, _join(name, str(position)), rows)
         return x
+    if isinstance(module, (Residual, Concat)):  # each branch, then the row of the join
+        outputs = [_trace(branch, x, _join(name, branch_name), rows)
+                   for branch_name, branch in module.named_children()]
+        if isinstance(module, Residual):
+            if module.shortcut is None:
+                outputs.append(x)
+            if outputs[0].shape != outputs[1].shape:
+                raise ValueError(f"summary: layer {name or '(net)'} Residual cannot add its "
+                                 f"body's output {outputs[0].shape} to its shortcut's "
+                                 f"{outputs[1].shape}")
+            y, what = outputs[0] + outputs[1], "Residual: body + shortcut"
+        else:
+            y, what = np.concatenate(outputs, axis=1), "Concat: join on channels"
+        rows.append(SummaryRow(name or "0", what, tuple(y.shape), 0, 0))
+        return y
     try:
         y = module.forward(x)  # forward, not __call__: hooks should not see this trace
     except (ValueError, TypeError) as error:
@@ -180,3 +198,7 @@ def _trace(module: Module, x: np.ndarray, name: str, rows: list) -> np.ndarray:
     rows.append(SummaryRow(name or "0", module.short_name(), tuple(y.shape), params,
                            count_macs(module, x.shape, y.shape)))
     return y
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

@@ -185,6 +185,12 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
     test_batches = None if test_data is None else _as_batches(test_data, dtype, 1000)
     optimizer = SGD(model.parameters(), lr=lr) if optimizer is None else optimizer
     criterion = CrossEntropyLoss() if loss is None else loss
+    if getattr(criterion, "reduction", "mean") != "mean":
+        # fit weights each batch's loss by its size and calls backward() without an upstream
+        # gradient: both assume the mean over the batch
+        raise ValueError(f"fit expects a loss that averages over the batch "
+                         f"(reduction='mean'); got {criterion!r}. For 'sum' or 'none', write "
+                         f"the loop yourself (README, 'A short example')")
 
     model = runner_for(model, fast)  # a FastNet over the model, unless fast is False
     from tqdm import tqdm  # imported here: ``import npnet`` needs numpy alone

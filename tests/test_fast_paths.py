@@ -29,7 +29,7 @@ from npnet.fast.fused import BatchNormSigmoidPoolKernel
 from npnet.fast.kernel import AsWritten, LayoutFree
 from npnet.fast.layout import from_batch_last, to_batch_last
 from npnet.fast.linear import FlattenKernel, LinearKernel
-from npnet.fast.pool import AvgPool2dKernel
+from npnet.fast.pool import AdaptiveAvgPool2dKernel, AvgPool2dKernel
 from npnet.models import lenet
 
 MODES = [True, False]
@@ -93,6 +93,10 @@ LAYERS = {
                              bias=False), (3, 2, 5, 8), Conv2dKernel),
     "Conv2d, more columns than a block": (lambda: npnet.Conv2d(2, 3, 3), (70, 2, 10, 10),
                                           Conv2dKernel),
+    "Conv2d padding='same'": (lambda: npnet.Conv2d(3, 4, 3, padding="same"), (2, 3, 6, 7),
+                              Conv2dKernel),
+    "Conv2d padding='same', 5x1 kernel": (lambda: npnet.Conv2d(2, 3, (5, 1), padding="same"),
+                                          (3, 2, 6, 5), Conv2dKernel),
     "BatchNorm 4-D": (lambda: npnet.BatchNorm(4, 4), (3, 4, 5, 3), BatchNormKernel),
     "BatchNorm 2-D": (lambda: npnet.BatchNorm(5, 2), (6, 5), BatchNormKernel),
     "Sigmoid": (npnet.Sigmoid, (2, 3, 4, 5), SigmoidKernel),
@@ -103,6 +107,14 @@ LAYERS = {
                                             (2, 3, 7, 8), AvgPool2dKernel),
     "AvgPool2d(3, padding 1)": (lambda: npnet.AvgPool2d(3, stride=1, padding=1),
                                 (2, 2, 5, 6), AvgPool2dKernel),
+    "AdaptiveAvgPool2d(1), global": (lambda: npnet.AdaptiveAvgPool2d(1), (3, 4, 5, 6),
+                                     AdaptiveAvgPool2dKernel),
+    "AdaptiveAvgPool2d((2, 3)), dividing": (lambda: npnet.AdaptiveAvgPool2d((2, 3)),
+                                            (3, 2, 8, 9), AdaptiveAvgPool2dKernel),
+    "AdaptiveAvgPool2d((3, 4)), uneven windows": (lambda: npnet.AdaptiveAvgPool2d((3, 4)),
+                                                  (2, 3, 5, 7), AdaptiveAvgPool2dKernel),
+    "Identity": (npnet.Identity, (2, 3, 4, 5), LayoutFree),
+    "Identity 2-D": (npnet.Identity, (4, 7), LayoutFree),
     "Flatten": (npnet.Flatten, (3, 4, 2, 5), FlattenKernel),
     "Linear": (lambda: npnet.Linear(7, 5), (4, 7), LinearKernel),
     "Linear, no bias": (lambda: npnet.Linear(3, 6, bias=False), (5, 3), LinearKernel),
@@ -328,6 +340,28 @@ def test_lenet_through_fastnet_gives_what_sequential_gives(batch_norm, training,
     del expected["dL/dx"], got["dL/dx"]
     assert_same(got, skipped, dtype)
     assert_same(expected, skipped, dtype)
+
+
+def global_pool_net():
+    """What ends a ResNet: 'same' convolution, BatchNorm, ReLU, an identity shortcut's layer,
+    global average pooling, Flatten, Linear."""
+    return npnet.Sequential(npnet.Conv2d(2, 4, 3, padding="same"), npnet.BatchNorm(4, 4),
+                            npnet.ReLU(), npnet.Identity(), npnet.AdaptiveAvgPool2d(1),
+                            npnet.Flatten(), npnet.Linear(4, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("training", MODES, ids=MODE_IDS)
+def test_a_global_pooling_head_through_fastnet_gives_what_sequential_gives(training, dtype):
+    x, labels = randn(5, 2, 6, 7, seed=3, dtype=dtype), np.array([0, 2, 1, 1, 0])
+    as_written, fast = twins(global_pool_net, dtype, training)
+    fast_net = FastNet(fast, input_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathWarning)  # every kernel proven, none replaced
+        assert kinds(fast_net, x) == [Conv2dKernel, BatchNormKernel, LayoutFree, LayoutFree,
+                                      AdaptiveAvgPool2dKernel, FlattenKernel, LinearKernel]
+        assert_same(step_results(as_written, x, labels), step_results(fast_net, x, labels),
+                    dtype)
 
 
 class Doubling(npnet.Module):

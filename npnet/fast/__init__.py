@@ -8,11 +8,13 @@ layers through kernels of its own instead, for speed:
                 col2im and pooling slice is a long contiguous run
 - conv.py       Conv2d as plain matrix products; blocked when no dL/dx is needed
 - batchnorm.py  BatchNorm on one contiguous row per feature
-- pool.py, linear.py, activation.py   AvgPool2d, Linear, Flatten, Sigmoid
+- pool.py, linear.py, activation.py   AvgPool2d, AdaptiveAvgPool2d, Linear, Flatten, Sigmoid
 - fused.py      BatchNorm -> Sigmoid -> AvgPool2d as one step
+- branches.py   Residual and Concat blocks, each branch run as a chain of its own kernels
 - kernel.py     what a kernel is; ``AsWritten``, a layer's own code inside the backend
 - proof.py      the check each kernel passes before it runs
-- net.py        ``FastNet``, which plans, proves and runs
+- chain.py      which kernel runs each layer (``KERNELS``); planning, proving, running a chain
+- net.py        ``FastNet``: a network's layers as one chain, batch moved last once
 
 A kernel runs only where it has been shown, on a tiny float64 batch, to give the output and
 every gradient that the layers as written give (proof.py). Where it does not (a layer was
@@ -32,7 +34,8 @@ from __future__ import annotations
 
 import os
 
-from .net import KERNELS, FastNet, FastPathWarning, kernel_for
+from .chain import KERNELS, FastPathWarning, kernel_for
+from .net import FastNet
 
 __all__ = ["KERNELS", "FastNet", "FastPathWarning", "enabled_by_default", "kernel_for"]
 

@@ -32,6 +32,10 @@ class Kernel:
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Drop what the last forward kept for backward."""
+        self.cache = None
+
     def _require_cache(self):
         if self.cache is None:
             names = " -> ".join(layer.short_name() for layer in self.layers)
