@@ -26,7 +26,7 @@ import numpy as np
 
 from ..windows import output_size
 from .kernel import Kernel
-from .layout import col2im, from_batch_last, im2col, pad, windows_by_rows
+from .layout import col2im, from_batch_last, im2col, pad, window_slab, windows_by_rows
 
 BLOCK_BYTES = 512 * 1024  # a block of windows (see windows_by_rows) that stays in L2
 
@@ -105,6 +105,36 @@ def conv2d_weight_grad_blocked(grad_out: np.ndarray, x: np.ndarray, weight_shape
         grad_weight_t += cols.reshape(K, -1) @ grad_out[:, i0:i1].reshape(O, -1).T
     grad_bias = np.einsum("oijn->o", grad_out)
     return grad_weight_t.T.reshape(weight_shape), grad_bias
+
+
+def conv2d_backward_blocked(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                            stride: tuple[int, int], padding: tuple[int, int],
+                            block_bytes: int):
+    """grad_out (O, Ho, Wo, N), x (C, H, W, N) -> (grad_x (C, H, W, N), grad_weight,
+    grad_bias): ``conv2d_backward``'s three products a few output rows at a time, with the
+    windows rebuilt from x. No cols and no dL/dcols the size of the whole batch are written:
+    each block's dL/dcols = W^T dL/dy[rows] goes back onto the rows of dL/dx it came from
+    (col2im of the block) while it is still in the cache."""
+    O, K = weight.shape[0], math.prod(weight.shape[1:])
+    kh, kw = weight.shape[2:]
+    x_padded = pad(x, padding)
+    grad_x_padded = np.zeros_like(x_padded)
+    grad_weight_t = np.zeros((K, O), dtype=grad_out.dtype)
+    weight_t = weight.reshape(O, K).T
+    for i0, i1, cols in windows_by_rows(x_padded, (kh, kw), stride, block_bytes):
+        grad_block = grad_out[:, i0:i1].reshape(O, -1)
+        grad_weight_t += cols.reshape(K, -1) @ grad_block.T  # KM,Mo -> Ko
+        grad_cols = (weight_t @ grad_block).reshape(cols.shape)  # Ko,oM -> KM
+        # col2im of these output rows (row i reads padded input rows i*sh + a)
+        rows_below = grad_x_padded[:, i0 * stride[0]:]
+        for a in range(kh):
+            for b in range(kw):
+                window_slab(rows_below, a, b, cols.shape[3:5], stride)[...] += \
+                    grad_cols[:, a, b]
+    grad_bias = np.einsum("oijn->o", grad_out)
+    ph, pw = padding
+    grad_x = grad_x_padded[:, ph:grad_x_padded.shape[1] - ph, pw:grad_x_padded.shape[2] - pw]
+    return grad_x, grad_weight_t.T.reshape(weight.shape), grad_bias
 
 
 def conv2d_backward(grad_out: np.ndarray, cols: np.ndarray, weight: np.ndarray,
