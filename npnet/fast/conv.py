@@ -10,11 +10,13 @@ reads:
     dL/db    = sum over columns of dL/dy
     dL/dcols = W^T dL/dy            # then col2im -> dL/dx (C, H, W, N)
 
-When no dL/dx will be asked for (evaluation mode, or a first layer whose input is the images),
-the kernel keeps x instead of cols: ``conv2d_forward_blocked`` builds the windows a few output
-rows at a time and multiplies each block while it is still in the cache, and
-``conv2d_weight_grad_blocked`` rebuilds them the same way for dL/dW. That saves writing and
-rereading a 14.7 MB cols for LeNet's first layer at batch 256.
+When no dL/dx will be asked for (evaluation mode, or a first layer whose input is the images)
+and each output has few windows entries (K = C kh kw <= BLOCKED_MAX_K, e.g. LeNet's first
+layer, K = 25), the kernel keeps x instead of cols: ``conv2d_forward_blocked`` builds the
+windows a few output rows at a time and multiplies each block while it is still in the cache,
+and ``conv2d_weight_grad_blocked`` rebuilds them the same way for dL/dW. That saves writing
+and rereading a 14.7 MB cols for LeNet's first layer at batch 256. For a longer K (a ResNet's
+3x3 convolutions over 16 or more channels) one product over the whole cols is faster.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ import numpy as np
 
 from ..windows import output_size
 from .kernel import Kernel
-from .layout import col2im, from_batch_last, im2col, pad, window_slab, windows_by_rows
+from .layout import col2im, from_batch_last, im2col, pad, windows_by_rows
 
 BLOCK_BYTES = 512 * 1024  # a block of windows (see windows_by_rows) that stays in L2
+# Blocking a product by columns pays for a short inner dimension only: LeNet's conv1 (K = 25)
+# runs 4x faster blocked, its conv2 (K = 150) and the ResNet's 3x3 convolutions (K = 144, 288)
+# 4-12x slower (benchmarks/README.md, phase 5)
+BLOCKED_MAX_K = 32
 
 
 def matmul_blocked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
@@ -37,9 +43,12 @@ def matmul_blocked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
 
     The same numbers as ``a @ b``; a block of b fits in the L2 cache, which OpenBLAS runs
     faster on a thin product such as conv1's (6, 25) @ (25, 147456) (benchmarks/README.md).
+    Only a short inner dimension gains: from K > BLOCKED_MAX_K on, one product is faster.
     """
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    if a.shape[1] > BLOCKED_MAX_K:
+        return np.matmul(a, b, out=out)
     for start in range(0, b.shape[1], block):
         np.matmul(a, b[:, start:start + block], out=out[:, start:start + block])
     return out
@@ -49,7 +58,10 @@ def matmul_transposed_blocked(a: np.ndarray, b: np.ndarray, block: int = 4096) -
     """a (P, M) @ b (K, M)^T -> (P, K), summed over blocks of 4096 columns (see
     ``matmul_blocked``): sum_m a[p, m] b[k, m] is the sum of the same sums over the blocks.
 
-    Each block is computed as (b a^T)^T, the orientation OpenBLAS runs fastest here."""
+    Each block is computed as (b a^T)^T, the orientation OpenBLAS runs fastest here (a @ b.T
+    itself can be 100 times slower). From K > BLOCKED_MAX_K on, one product is faster."""
+    if b.shape[0] > BLOCKED_MAX_K:
+        return (b @ a.T).T
     out = np.zeros((b.shape[0], a.shape[0]), dtype=np.result_type(a, b))
     for start in range(0, a.shape[1], block):
         out += b[:, start:start + block] @ a[:, start:start + block].T
@@ -107,36 +119,6 @@ def conv2d_weight_grad_blocked(grad_out: np.ndarray, x: np.ndarray, weight_shape
     return grad_weight_t.T.reshape(weight_shape), grad_bias
 
 
-def conv2d_backward_blocked(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                            stride: tuple[int, int], padding: tuple[int, int],
-                            block_bytes: int):
-    """grad_out (O, Ho, Wo, N), x (C, H, W, N) -> (grad_x (C, H, W, N), grad_weight,
-    grad_bias): ``conv2d_backward``'s three products a few output rows at a time, with the
-    windows rebuilt from x. No cols and no dL/dcols the size of the whole batch are written:
-    each block's dL/dcols = W^T dL/dy[rows] goes back onto the rows of dL/dx it came from
-    (col2im of the block) while it is still in the cache."""
-    O, K = weight.shape[0], math.prod(weight.shape[1:])
-    kh, kw = weight.shape[2:]
-    x_padded = pad(x, padding)
-    grad_x_padded = np.zeros_like(x_padded)
-    grad_weight_t = np.zeros((K, O), dtype=grad_out.dtype)
-    weight_t = weight.reshape(O, K).T
-    for i0, i1, cols in windows_by_rows(x_padded, (kh, kw), stride, block_bytes):
-        grad_block = grad_out[:, i0:i1].reshape(O, -1)
-        grad_weight_t += cols.reshape(K, -1) @ grad_block.T  # KM,Mo -> Ko
-        grad_cols = (weight_t @ grad_block).reshape(cols.shape)  # Ko,oM -> KM
-        # col2im of these output rows (row i reads padded input rows i*sh + a)
-        rows_below = grad_x_padded[:, i0 * stride[0]:]
-        for a in range(kh):
-            for b in range(kw):
-                window_slab(rows_below, a, b, cols.shape[3:5], stride)[...] += \
-                    grad_cols[:, a, b]
-    grad_bias = np.einsum("oijn->o", grad_out)
-    ph, pw = padding
-    grad_x = grad_x_padded[:, ph:grad_x_padded.shape[1] - ph, pw:grad_x_padded.shape[2] - pw]
-    return grad_x, grad_weight_t.T.reshape(weight.shape), grad_bias
-
-
 def conv2d_backward(grad_out: np.ndarray, cols: np.ndarray, weight: np.ndarray,
                     x_shape: tuple, stride: tuple[int, int], padding: tuple[int, int],
                     input_grad: bool = True):
@@ -175,14 +157,18 @@ class Conv2dKernel(Kernel):
         (layer,) = self.layers
         layer.checked_input(from_batch_last(x))
         bias = None if layer.bias is None else layer.bias.data
-        if not (layer.training and self.input_grad):
+        windows_per_output = math.prod(layer.weight.shape[1:])  # K = C kh kw
+        if not (layer.training and self.input_grad) and windows_per_output <= BLOCKED_MAX_K:
             # only dL/dW (first layer) or nothing (evaluation) will be asked for: keep x
             y = conv2d_forward_blocked(x, layer.weight.data, bias, layer.stride, layer.padding)
             self.cache = Conv2dKernelCache(x.shape, None, x)
             return y
         y, cols = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding,
                                  self._cols_buffer(x))
-        self.cache = Conv2dKernelCache(x.shape, cols, None)  # cols holds x's values
+        if not layer.training:  # no backward expected: keep x, not the buffer's windows
+            self.cache = Conv2dKernelCache(x.shape, None, x)
+        else:
+            self.cache = Conv2dKernelCache(x.shape, cols, None)  # cols holds x's values
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
