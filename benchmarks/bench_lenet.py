@@ -223,6 +223,18 @@ def compare(candidates: dict, blocks: int, iterations: int, warmup: int) -> dict
     return times
 
 
+def print_table(rows: list, names: list) -> None:
+    """rows: (what, {side: images per second}); one column per side, then npnet's ratio to
+    each other side."""
+    header = f"{'images per second':<26}" + "".join(f"{name:>15}" for name in names)
+    header += "".join(f"{'npnet/' + name[6:]:>16}" for name in names[1:])
+    print(header)
+    for what, speeds in rows:
+        line = f"{what:<26}" + "".join(f"{speeds[name]:15,.0f}" for name in names)
+        line += "".join(f"{speeds['npnet'] / speeds[name]:15.2f}x" for name in names[1:])
+        print(line)
+
+
 def make_batch(batch: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     images = rng.random((batch, 1, 28, 28), dtype=np.float32)
@@ -445,13 +457,7 @@ def main() -> None:
                      {name: batch / statistics.median(t) for name, t in times.items()}))
 
     names = list(sides)
-    header = f"{'images per second':<26}" + "".join(f"{name:>15}" for name in names)
-    header += "".join(f"{'npnet/' + name[6:]:>16}" for name in names[1:])
-    print(header)
-    for what, speeds in rows:
-        line = f"{what:<26}" + "".join(f"{speeds[name]:15,.0f}" for name in names)
-        line += "".join(f"{speeds['npnet'] / speeds[name]:15.2f}x" for name in names[1:])
-        print(line)
+    print_table(rows, names)
 
     if not args.quick:
         peaks = {name: peak_memory_mib(name, args.threads, args.as_written) for name in names}

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import npnet  # noqa: E402
-from bench_lenet import compare, have_torch, make_batch, set_threads  # noqa: E402
+from bench_lenet import (compare, have_torch, make_batch, print_table,  # noqa: E402
+                         set_threads)
 from npnet.fast.branches import BranchesKernel  # noqa: E402
 from npnet.models import densenet, resnet  # noqa: E402
 
@@ -240,14 +241,7 @@ def main() -> None:
         times = compare(evaluate, blocks, max(1, iterations * BATCH // batch), warmup)
         rows.append((f"evaluation, batch {batch}",
                      {name: batch / statistics.median(t) for name, t in times.items()}))
-    names = list(sides)
-    header = f"{'images per second':<26}" + "".join(f"{name:>15}" for name in names)
-    header += "".join(f"{'npnet/' + name[6:]:>16}" for name in names[1:])
-    print(header)
-    for what, speeds in rows:
-        line = f"{what:<26}" + "".join(f"{speeds[name]:15,.0f}" for name in names)
-        line += "".join(f"{speeds['npnet'] / speeds[name]:15.2f}x" for name in names[1:])
-        print(line)
+    print_table(rows, list(sides))
     if args.profile:
         profile(args.model, 2 if args.quick else 5)
 
