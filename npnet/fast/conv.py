@@ -163,12 +163,15 @@ class Conv2dKernel(Kernel):
             y = conv2d_forward_blocked(x, layer.weight.data, bias, layer.stride, layer.padding)
             self.cache = Conv2dKernelCache(x.shape, None, x)
             return y
+        if not layer.training:
+            # no backward expected: keep x, and let this pass's windows go (a buffer kept for
+            # the evaluation batch, often larger, would hold hundreds of MB between epochs)
+            y, _ = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding)
+            self.cache = Conv2dKernelCache(x.shape, None, x)
+            return y
         y, cols = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding,
                                  self._cols_buffer(x))
-        if not layer.training:  # no backward expected: keep x, not the buffer's windows
-            self.cache = Conv2dKernelCache(x.shape, None, x)
-        else:
-            self.cache = Conv2dKernelCache(x.shape, cols, None)  # cols holds x's values
+        self.cache = Conv2dKernelCache(x.shape, cols, None)  # cols holds x's values
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
