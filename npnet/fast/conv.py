@@ -35,6 +35,7 @@ BLOCK_BYTES = 512 * 1024  # a block of windows (see windows_by_rows) that stays 
 # runs 4x faster blocked, its conv2 (K = 150) and the ResNet's 3x3 convolutions (K = 144, 288)
 # 4-12x slower (benchmarks/README.md, phase 5)
 BLOCKED_MAX_K = 32
+KEPT_EVAL_BUFFER_BYTES = 64 * 2**20  # evaluation keeps a windows buffer up to this size
 
 
 def matmul_blocked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
@@ -164,9 +165,10 @@ class Conv2dKernel(Kernel):
             self.cache = Conv2dKernelCache(x.shape, None, x)
             return y
         if not layer.training:
-            # no backward expected: keep x, and let this pass's windows go (a buffer kept for
-            # the evaluation batch, often larger, would hold hundreds of MB between epochs)
-            y, _ = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding)
+            # no backward expected: keep x; the windows go into a buffer kept between passes
+            # only if it is small (a ResNet's at the evaluation batch of 1000 is 451 MB)
+            y, _ = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding,
+                                  self._cols_buffer(x, keep_at_most=KEPT_EVAL_BUFFER_BYTES))
             self.cache = Conv2dKernelCache(x.shape, None, x)
             return y
         y, cols = conv2d_forward(x, layer.weight.data, bias, layer.stride, layer.padding,
@@ -193,13 +195,16 @@ class Conv2dKernel(Kernel):
             layer.bias.grad += grad_bias
         return grad_x
 
-    def _cols_buffer(self, x: np.ndarray) -> np.ndarray:
+    def _cols_buffer(self, x: np.ndarray, keep_at_most: float = np.inf) -> np.ndarray | None:
         """The (C, kh, kw, Ho, Wo, N) array im2col writes into, reused while the input shape
-        and dtype stay the same (a fresh 15 MB array every step costs page faults)."""
+        and dtype stay the same (a fresh 15 MB array every step costs page faults); None (a
+        fresh array for this pass only) when it would be larger than ``keep_at_most`` bytes."""
         (layer,) = self.layers
         C, H, W, N = x.shape
         Ho, Wo = output_size((H, W), layer.kernel_size, layer.stride, layer.padding)
         shape = (C, *layer.kernel_size, Ho, Wo, N)
+        if math.prod(shape) * x.itemsize > keep_at_most:
+            return None
         if self.cols_buffer is None or self.cols_buffer.shape != shape \
                 or self.cols_buffer.dtype != x.dtype:
             self.cols_buffer = np.empty(shape, dtype=x.dtype)
