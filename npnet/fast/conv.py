@@ -11,8 +11,8 @@ reads:
     dL/dcols = W^T dL/dy            # then col2im -> dL/dx (C, H, W, N)
 
 When no dL/dx will be asked for (evaluation mode, or a first layer whose input is the images)
-and each output has few windows entries (K = C kh kw <= BLOCKED_MAX_K, e.g. LeNet's first
-layer, K = 25), the kernel keeps x instead of cols: ``conv2d_forward_blocked`` builds the
+and the product is thin (few outputs over a short K = C kh kw, e.g. LeNet's first layer: 6
+outputs, K = 25; see ``thin``), the kernel keeps x instead of cols: ``conv2d_forward_blocked`` builds the
 windows a few output rows at a time and multiplies each block while it is still in the cache,
 and ``conv2d_weight_grad_blocked`` rebuilds them the same way for dL/dW. That saves writing
 and rereading a 14.7 MB cols for LeNet's first layer at batch 256. For a longer K (a ResNet's
@@ -31,10 +31,17 @@ from .kernel import Kernel
 from .layout import col2im, from_batch_last, im2col, pad, windows_by_rows
 
 BLOCK_BYTES = 512 * 1024  # a block of windows (see windows_by_rows) that stays in L2
-# Blocking a product by columns pays for a short inner dimension only: LeNet's conv1 (K = 25)
-# runs 4x faster blocked, its conv2 (K = 150) and the ResNet's 3x3 convolutions (K = 144, 288)
-# 4-12x slower (benchmarks/README.md, phase 5)
-BLOCKED_MAX_K = 32
+# Blocking a product by columns pays for a thin one only, few outputs (O <= 16) over a short
+# inner dimension (K <= 32): LeNet's conv1 (O = 6, K = 25) and a ResNet's stem (16, 9) run 4-6x
+# faster blocked; LeNet's conv2 (K = 150), a ResNet's 3x3 convolutions (K = 144, 288) and its
+# 1x1 shortcuts (O = 32, 64) 3-12x slower (benchmarks/README.md, phase 5)
+BLOCKED_MAX_K, BLOCKED_MAX_O = 32, 16
+
+
+def thin(outputs: int, inner: int) -> bool:
+    """Whether a product with ``outputs`` rows and inner dimension ``inner`` runs faster
+    blocked by columns (see BLOCKED_MAX_K)."""
+    return outputs <= BLOCKED_MAX_O and inner <= BLOCKED_MAX_K
 KEPT_EVAL_BUFFER_BYTES = 64 * 2**20  # evaluation keeps a windows buffer up to this size
 
 
@@ -44,11 +51,11 @@ def matmul_blocked(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
 
     The same numbers as ``a @ b``; a block of b fits in the L2 cache, which OpenBLAS runs
     faster on a thin product such as conv1's (6, 25) @ (25, 147456) (benchmarks/README.md).
-    Only a short inner dimension gains: from K > BLOCKED_MAX_K on, one product is faster.
+    Only a thin product gains (``thin``): for any other, one product is faster.
     """
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    if a.shape[1] > BLOCKED_MAX_K:
+    if not thin(a.shape[0], a.shape[1]):
         return np.matmul(a, b, out=out)
     for start in range(0, b.shape[1], block):
         np.matmul(a, b[:, start:start + block], out=out[:, start:start + block])
@@ -59,10 +66,12 @@ def matmul_transposed_blocked(a: np.ndarray, b: np.ndarray, block: int = 4096) -
     """a (P, M) @ b (K, M)^T -> (P, K), summed over blocks of 4096 columns (see
     ``matmul_blocked``): sum_m a[p, m] b[k, m] is the sum of the same sums over the blocks.
 
-    Each block is computed as (b a^T)^T, the orientation OpenBLAS runs fastest here (a @ b.T
-    itself can be 100 times slower). From K > BLOCKED_MAX_K on, one product is faster."""
-    if b.shape[0] > BLOCKED_MAX_K:
-        return (b @ a.T).T
+    Each block is computed as (b a^T)^T, the orientation OpenBLAS runs fastest here. For a
+    product that is not thin, one product is faster, and the orientation matters more: the one
+    whose result has more rows than columns (a @ b.T for P > K, else (b a^T)^T); the other
+    can be 30-100 times slower on this machine's OpenBLAS."""
+    if not thin(a.shape[0], b.shape[0]):
+        return a @ b.T if a.shape[0] > b.shape[0] else (b @ a.T).T
     out = np.zeros((b.shape[0], a.shape[0]), dtype=np.result_type(a, b))
     for start in range(0, a.shape[1], block):
         out += b[:, start:start + block] @ a[:, start:start + block].T
@@ -158,8 +167,8 @@ class Conv2dKernel(Kernel):
         (layer,) = self.layers
         layer.checked_input(from_batch_last(x))
         bias = None if layer.bias is None else layer.bias.data
-        windows_per_output = math.prod(layer.weight.shape[1:])  # K = C kh kw
-        if not (layer.training and self.input_grad) and windows_per_output <= BLOCKED_MAX_K:
+        O, K = layer.weight.shape[0], math.prod(layer.weight.shape[1:])  # K = C kh kw
+        if not (layer.training and self.input_grad) and thin(O, K):
             # only dL/dW (first layer) or nothing (evaluation) will be asked for: keep x
             y = conv2d_forward_blocked(x, layer.weight.data, bias, layer.stride, layer.padding)
             self.cache = Conv2dKernelCache(x.shape, None, x)
