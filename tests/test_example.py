@@ -83,6 +83,28 @@ def test_no_fast_runs_the_layers_as_written_with_the_same_numbers(first_run, tmp
         assert written[name][0] == pytest.approx(fast[name][0], abs=2e-3), name
 
 
+@pytest.mark.parametrize("model, title", [("resnet", "ResNet"), ("densenet", "DenseNet")])
+def test_the_residual_and_dense_networks_train_from_one_command(tmp_path, model, title):
+    """--model resnet / densenet: the same run as LeNet's, into runs/sample-<model>."""
+    result = run_example(tmp_path, "--model", model, "--dataset", "sample", "--epochs", "1",
+                         "--limit", "128", "--batch-size", "64")
+    assert f"{title} on the MNIST sample: 128 training and 1000 test images; SGD, lr 0.1, " \
+           f"momentum 0.9" in result.stdout
+    assert "epoch 1/1: loss" in result.stdout and "final test acc" in result.stdout
+    out = tmp_path / "runs" / f"sample-{model}"
+    assert str(Path("runs") / f"sample-{model}") in result.stdout
+    for name in ("learning_curves.png", "predictions.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE), name
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as checkpoint:
+        entries = checkpoint.files
+        extra = json.loads(str(checkpoint["metadata"]))["extra"]
+    shape_of = {"resnet": "model/3.0.body.0.weight", "densenet": "model/3.0.1.0.gamma"}
+    assert shape_of[model] in entries  # a residual block's body; a dense block's branch
+    assert any(name.startswith("optimizer/velocity/") for name in entries)  # momentum
+    assert extra["model"] == model and extra["optimizer"] == "sgd"
+    assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 1
+
+
 def test_mnist_asked_for_but_missing_is_one_line_not_a_switch_to_the_sample(tmp_path):
     """--no-download asks for MNIST as it is on this machine: not there, it is an error (the
     fallback to the sample is for a first run without options; tests/test_example_failures.py
@@ -119,5 +141,6 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--lr",
                    "--no-batchnorm", "--seed", "--init", "--out", "--resume", "--no-download",
-                   "--limit", "--no-fast", "--no-progress"):
+                   "--limit", "--no-fast", "--no-progress", "--model", "--optimizer",
+                   "--momentum", "--weight-decay", "--schedule", "--step-size"):
         assert option in result.stdout

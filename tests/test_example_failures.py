@@ -98,6 +98,9 @@ def invoke(example, folder: Path, *args: str) -> Result:
                             "NPNET_FASHION_MNIST_MIRRORS": DEAD_MIRROR}.items():
             patch.setenv(name, str(value))
         patch.chdir(folder)
+        # nor where Debian's dataset-fashion-mnist package puts Fashion-MNIST (this machine
+        # has it)
+        patch.setattr(npnet.datasets.mnist, "FASHION_MNIST_SYSTEM_DIRS", [])
         try:
             example.main([*args, "--no-progress"])
             code = 0
@@ -163,6 +166,10 @@ RESUME = [*TINY, "--epochs", "2", "--resume", "--out", "bn"]
     (["--init", "default"], "with --init xavier, this run with --init default"),
     (["--lr", "0.5"], "with --lr 1, this run with --lr 0.5"),
     (["--dataset", "mnist"], "with --dataset sample, this run with --dataset mnist"),
+    (["--optimizer", "adam"], "with --optimizer sgd, this run with --optimizer adam"),
+    (["--momentum", "0.9"], "with --momentum 0, this run with --momentum 0.9"),
+    (["--weight-decay", "0.1"], "with --weight-decay 0, this run with --weight-decay 0.1"),
+    (["--schedule", "cosine"], "with --schedule none, this run with --schedule cosine"),
 ])
 def test_resume_refuses_other_data_or_recipe_and_says_how_to_continue(run, saved_runs, tmp_path,
                                                                       change, told):
@@ -463,8 +470,10 @@ def test_the_saved_checkpoint_records_the_run(saved_runs):
     """What --resume checks against."""
     from npnet.checkpoint import read_checkpoint_metadata
     extra = read_checkpoint_metadata(saved_runs / "bn" / "checkpoint.npz")["extra"]
-    assert extra == {"dataset": "sample", "batch_norm": True, "batch_size": 32,
-                     "init": "xavier", "seed": 0, "limit": 64, "lr": 1.0,
+    assert extra == {"dataset": "sample", "model": "lenet", "batch_norm": True,
+                     "batch_size": 32, "init": "xavier", "seed": 0, "limit": 64,
+                     "optimizer": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0,
+                     "step_size": None, "schedule": "none", "scheduler": None,
                      "train_images": 64, "test_images": 1000, "data_dir": None}
 
 
@@ -475,3 +484,151 @@ def test_a_hand_made_checkpoint_is_not_resumed_blindly(tmp_path, run):
     save_checkpoint(tmp_path / "out" / "checkpoint.npz", npnet.models.lenet())
     assert_one_line_error(run(*TINY, "--resume", "--out", "out"),
                           "does not record the settings it was trained with")
+
+
+# ---------------------------- #11: other networks, optimizers and learning-rate schedules
+@pytest.fixture(scope="module")
+def saved_resnet_run(example, tmp_path_factory):
+    """One epoch of a tiny ResNet run in resnet/."""
+    folder = tmp_path_factory.mktemp("saved_resnet_run")
+    result = invoke(example, folder, *TINY, "--epochs", "1", "--model", "resnet", "--out",
+                    "resnet")
+    assert result.code == 0, result
+    return folder
+
+
+@pytest.mark.parametrize("saved, args, told, fix", [
+    ("resnet", [], "it was trained with --model resnet (ResNet), this run with --model lenet "
+                   "(LeNet-BN)", "use its options (--model resnet)"),
+    ("resnet", ["--model", "densenet"], "it was trained with --model resnet (ResNet), this run "
+                                        "with --model densenet (DenseNet)", "(--model resnet)"),
+    ("plain", ["--model", "resnet"], "it was trained with --model lenet --no-batchnorm (the "
+                                     "plain LeNet), this run with --model resnet (ResNet)",
+     "use its options (--model lenet --no-batchnorm)"),
+])
+def test_resume_with_another_network_is_refused(run, request, tmp_path, saved, args, told, fix):
+    runs = request.getfixturevalue("saved_resnet_run" if saved == "resnet" else "saved_runs")
+    out = copy_run(runs, saved, tmp_path / "out")
+    before = files(out)
+    line = assert_one_line_error(run(*TINY, "--epochs", "2", "--resume", "--out", "out", *args),
+                                 told, fix, "for a new run, choose a new --out")
+    assert "without --no-batchnorm" not in line  # the network's option says it all
+    assert files(out) == before
+
+
+@pytest.mark.parametrize("args, told", [
+    (["--model", "resnet", "--no-batchnorm"], "--no-batchnorm applies to --model lenet only: "
+                                              "the ResNet is built with batch normalization"),
+    (["--model", "densenet", "--no-batchnorm"], "the DenseNet is built with batch normalization"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
+    (["--step-size", "2"], "--step-size applies to --schedule step only"),
+    (["--weight-decay", "-1"], "--weight-decay must be a number >= 0"),
+])
+def test_options_that_do_not_fit_the_network_or_optimizer_are_refused(run, tmp_path, args, told):
+    """Exit code 2, as for every invalid option, before anything is made."""
+    result = run(*TINY, *args)
+    assert result.code == 2, result
+    assert told in result.err.splitlines()[-1]
+    assert not (tmp_path / "runs").exists()
+
+
+def saved_state(out: Path) -> tuple[dict, dict]:
+    """The checkpoint in ``out``: its arrays (model and optimizer), and its metadata without
+    the timings."""
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+        metadata = json.loads(str(archive["metadata"]))
+    for timing in ("epoch_time", "examples_per_sec"):
+        metadata["history"].pop(timing)
+    return arrays, metadata
+
+
+def assert_bitwise_equal(resumed: Path, straight: Path) -> dict:
+    arrays, metadata = saved_state(resumed)
+    expected_arrays, expected_metadata = saved_state(straight)
+    assert arrays.keys() == expected_arrays.keys()
+    for name, expected in expected_arrays.items():
+        assert np.array_equal(arrays[name], expected), name  # exact: no tolerance
+    assert metadata == expected_metadata  # epoch, history, optimizer settings, schedule
+    return metadata
+
+
+RECIPES = {
+    "Adam, lr x0.1 every epoch": ["--optimizer", "adam", "--schedule", "step",
+                                  "--step-size", "1"],
+    "SGD with momentum and weight decay, lr x0.1 every 2 epochs": [
+        "--lr", "0.2", "--momentum", "0.9", "--weight-decay", "0.001", "--schedule", "step",
+        "--step-size", "2"],
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_a_resumed_run_with_its_optimizer_and_schedule_is_the_uninterrupted_run(
+        run, tmp_path, recipe):
+    """1 epoch, then --resume to 3: bitwise the weights, momentum or Adam's running means,
+    learning rate and schedule position of 3 epochs straight."""
+    options = [*TINY, *RECIPES[recipe]]
+    for args in (["--epochs", "3", "--out", "straight"], ["--epochs", "1", "--out", "split"],
+                 ["--epochs", "3", "--out", "split", "--resume"]):
+        result = run(*options, *args)
+        assert result.code == 0, result
+    metadata = assert_bitwise_equal(tmp_path / "split", tmp_path / "straight")
+    assert metadata["epoch"] == 3
+    first_lr = 1e-3 if "adam" in options else 0.2
+    drops = 3 if "adam" in options else 1  # after epochs 1, 2, 3; after epoch 2
+    assert metadata["optimizer"]["settings"]["lr"] == pytest.approx(first_lr * 0.1 ** drops)
+    assert metadata["extra"]["scheduler"]["last_epoch"] == 3
+    assert metadata["extra"]["lr"] == first_lr  # the recipe's, not the schedule's current
+
+
+def test_an_interrupted_cosine_run_resumes_on_its_cosine(run, example, tmp_path, monkeypatch):
+    """Ctrl-C after epoch 1 of 3 (AdamW, cosine over 3 epochs), then --resume: bitwise the
+    run that was not interrupted."""
+    options = [*TINY, "--optimizer", "adamw", "--schedule", "cosine", "--epochs", "3"]
+    assert run(*options, "--out", "straight").code == 0
+    real_fit = example.fit
+
+    def fit_interrupted_after_one_epoch(*args, on_epoch_end, **kwargs):
+        def save_then_stop(epoch, history):
+            on_epoch_end(epoch, history)
+            raise KeyboardInterrupt
+
+        return real_fit(*args, on_epoch_end=save_then_stop, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(example, "fit", fit_interrupted_after_one_epoch)
+        stopped = run(*options, "--out", "split")
+    assert stopped.code == 130 and "split/checkpoint.npz holds epoch 1" in stopped.err, stopped
+    resumed = run(*options, "--out", "split", "--resume")
+    assert resumed.code == 0, resumed
+    assert "resuming split/checkpoint.npz after epoch 1" in resumed.out
+    metadata = assert_bitwise_equal(tmp_path / "split", tmp_path / "straight")
+    assert metadata["optimizer"]["settings"]["lr"] == 0.0  # the cosine's end
+    # past its end a cosine rises again: not what "more epochs" means, so it is refused
+    before = files(tmp_path / "split")
+    assert_one_line_error(run(*TINY, "--optimizer", "adamw", "--schedule", "cosine",
+                              "--epochs", "4", "--out", "split", "--resume"),
+                          "lowers the learning rate to 0 over 3 epochs",
+                          "Resume with --epochs 3 or fewer")
+    assert files(tmp_path / "split") == before
+
+
+def test_a_checkpoint_of_the_lenet_only_example_still_resumes(run, saved_runs, tmp_path):
+    """Checkpoints written before --model, --optimizer and --schedule recorded none of them:
+    they are LeNet runs with plain SGD, and resume as such."""
+    out = copy_run(saved_runs, "bn", tmp_path / "bn")
+    checkpoint = out / "checkpoint.npz"
+    with np.load(checkpoint, allow_pickle=False) as archive:
+        entries = dict(archive.items())
+    metadata = json.loads(str(entries["metadata"]))
+    for key in ("model", "optimizer", "momentum", "weight_decay", "step_size", "schedule",
+                "scheduler"):
+        del metadata["extra"][key]
+    entries["metadata"] = np.array(json.dumps(metadata))
+    with open(checkpoint, "wb") as file:
+        np.savez(file, **entries)
+    result = run(*RESUME)
+    assert result.code == 0, result
+    assert "LeNet-BN on the MNIST sample" in result.out and "epoch 2/2" in result.out
+    assert_one_line_error(run(*TINY, "--epochs", "3", "--resume", "--out", "bn", "--optimizer",
+                              "adam"), "with --optimizer sgd, this run with --optimizer adam")
