@@ -48,11 +48,6 @@ class Concat(Module):
         for position, branch in enumerate(self.branches):
             yield str(position), branch
 
-    def _check_versions(self) -> None:
-        # every branch's, before any of them adds a gradient: a refusal then changes nothing
-        for branch in self.branches:
-            branch._check_versions()
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_not_empty("Concat", np.shape(x))
         self.cache = None  # until this forward has run through: no backward after a failed one

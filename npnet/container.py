@@ -73,11 +73,6 @@ class Sequential(Module):
     def short_name(self) -> str:
         return "Sequential"
 
-    def _check_versions(self) -> None:
-        # every layer's, before any of them adds a gradient: a refusal then changes nothing
-        for layer in reversed(self.layers):
-            layer._check_versions()
-
     def named_children(self) -> Iterator[tuple[str, Module]]:
         for position, layer in enumerate(self.layers):
             yield str(position), layer

@@ -310,11 +310,15 @@ class Module:
         return cache
 
     def _check_versions(self) -> None:
-        """Refuse if a parameter changed since the forward that made the cache."""
+        """Refuse if a parameter changed since the forward that made the cache: this module's
+        own, then every child's (a container's layers, last first, as backward meets them),
+        all before any of them adds a gradient, so that a refusal changes nothing."""
         for name, param, version in self._cache_versions:
             if param.version != version:
                 raise RuntimeError(parameter_changed_message(
                     f"{self.short_name()}.{name}", version, param.version))
+        for _, child in reversed(list(self.named_children())):
+            child._check_versions()
 
     def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
         """grad_out as an ndarray, checked to have the shape of the last output.

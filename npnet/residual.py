@@ -47,11 +47,6 @@ class Residual(Module):
         if self.shortcut is not None:
             yield "shortcut", self.shortcut
 
-    def _check_versions(self) -> None:
-        # every layer's, before any of them adds a gradient: a refusal then changes nothing
-        for _, child in self.named_children():
-            child._check_versions()
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_not_empty("Residual", np.shape(x))
         self.cache = None  # until this forward has run through: no backward after a failed one

@@ -392,3 +392,12 @@ def test_deepcopy_of_a_block_is_independent():
     twin = copy.deepcopy(block)
     twin[0].body[0].weight.data += 1
     assert not np.allclose(twin[0].body[0].weight.data, block[0].body[0].weight.data)
+
+
+def test_a_parameter_changed_inside_a_block_is_refused_before_any_gradient_is_added():
+    block = residual_block(2, 3, use_1x1conv=True, stride=2)
+    y = block(np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32))
+    block[0].shortcut[0].weight.data = block[0].shortcut[0].weight.data * 2  # a step too early
+    with pytest.raises(RuntimeError, match=r"Conv2d\(2, 3, kernel_size=1\)\.weight changed"):
+        block.backward(np.ones_like(y))
+    assert all(not param.grad.any() for param in block.parameters())  # nothing was added
