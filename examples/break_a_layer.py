@@ -104,8 +104,8 @@ class FrozenStatsBatchNorm(npnet.BatchNorm):
     """BatchNorm whose backward forgets that the batch statistics depend on x."""
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, cache.x_hat.shape)
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, cache.x_hat.shape)
         # THE MISTAKE: training=False, the formula for constant (moving) statistics, used on
         # statistics that were computed from this very batch
         grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out,
@@ -124,8 +124,8 @@ class XSigmoid(npnet.Sigmoid):
         return sigmoid(x)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x = self._require_cache()
-        grad_out = self._check_grad(grad_out, x.shape)
+        x = self.require_cache()
+        grad_out = self.check_grad(grad_out, x.shape)
         return grad_out * x * (1 - x)
 
 
@@ -133,9 +133,9 @@ class SwappedKernelConv2d(npnet.Conv2d):
     """Conv2d whose weight gradient has the kernel's rows and columns swapped."""
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
+        cache = self.require_cache()
         N, _, Ho, Wo = cache.cols.shape[:4]
-        grad_out = self._check_grad(grad_out, (N, self.out_channels, Ho, Wo))
+        grad_out = self.check_grad(grad_out, (N, self.out_channels, Ho, Wo))
         grad_x, grad_weight, grad_bias = conv2d_backward(grad_out, cache)
         # THE MISTAKE: oCab -> oCba, a transpose that keeps the shape of a square kernel
         self.weight.grad += grad_weight.transpose(0, 1, 3, 2)

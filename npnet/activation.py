@@ -48,8 +48,8 @@ class Sigmoid(_Elementwise):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        y = self._require_cache()
-        grad_out = self._check_grad(grad_out, y.shape)
+        y = self.require_cache()
+        grad_out = self.check_grad(grad_out, y.shape)
         return grad_out * y * (1 - y)
 
 
@@ -62,8 +62,8 @@ class Tanh(_Elementwise):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        y = self._require_cache()
-        grad_out = self._check_grad(grad_out, y.shape)
+        y = self.require_cache()
+        grad_out = self.check_grad(grad_out, y.shape)
         return grad_out * (1 - y * y)
 
 
@@ -77,6 +77,6 @@ class ReLU(_Elementwise):
         return x * positive
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        positive = self._require_cache()
-        grad_out = self._check_grad(grad_out, positive.shape)
+        positive = self.require_cache()
+        grad_out = self.check_grad(grad_out, positive.shape)
         return grad_out * positive

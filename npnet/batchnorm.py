@@ -135,7 +135,7 @@ class BatchNorm(Module):
         """x as an ndarray, checked to be (N, F) or (N, F, H, W) (by num_dims) and float, not
         empty, and in training mode to hold more than one value per feature."""
         layout = "(N, C)" if self.num_dims == 2 else "(N, C, H, W)"
-        x = self._check_input(x, self.num_dims, layout, channels=self.num_features)
+        x = self.check_input(x, self.num_dims, layout, channels=self.num_features)
         if self.training and x.size <= self.num_features:  # M = N (* H * W) values per feature
             raise BatchTooSmallError(
                 f"{self.short_name()} expected more than 1 value per channel when training, "
@@ -155,8 +155,8 @@ class BatchNorm(Module):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, cache.x_hat.shape)
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, cache.x_hat.shape)
         grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out, cache)
         self.gamma.grad += grad_gamma
         self.beta.grad += grad_beta

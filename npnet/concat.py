@@ -63,8 +63,8 @@ class Concat(Module):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        channels, output_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, output_shape)
+        channels, output_shape = self.require_cache()
+        grad_out = self.check_grad(grad_out, output_shape)
         # split: branch k's output sits in channels [start, start + C_k) of y
         grad_x, start = None, 0
         for branch, size in zip(self.branches, channels):

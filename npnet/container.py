@@ -89,8 +89,8 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        # one backward per forward, like each layer's (see Module._require_cache)
-        grad = self._check_grad(grad_out, self._require_cache())
+        # one backward per forward, like each layer's (see Module.require_cache)
+        grad = self.check_grad(grad_out, self.require_cache())
         for position in reversed(range(len(self.layers))):
             layer = self.layers[position]
             grad = layer.run_backward(grad)  # backward, then the layer's backward hooks

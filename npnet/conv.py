@@ -140,7 +140,7 @@ class Conv2d(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x as an ndarray, checked to be (N, in_channels, H, W), float, and to hold a window."""
-        x = self._check_input(x, 4, "(N, C, H, W)", channels=self.in_channels)
+        x = self.check_input(x, 4, "(N, C, H, W)", channels=self.in_channels)
         check_fits(self.short_name(), x.shape, self.kernel_size, self.padding)
         return x
 
@@ -151,9 +151,9 @@ class Conv2d(Module):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
+        cache = self.require_cache()
         N, _, Ho, Wo = cache.cols.shape[:4]
-        grad_out = self._check_grad(grad_out, (N, self.out_channels, Ho, Wo))
+        grad_out = self.check_grad(grad_out, (N, self.out_channels, Ho, Wo))
         grad_x, grad_weight, grad_bias = conv2d_backward(grad_out, cache)
         self.weight.grad += grad_weight
         if self.bias is not None:

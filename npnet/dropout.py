@@ -76,8 +76,8 @@ class Dropout(Module):
         return x * scaled_mask
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape, scaled_mask = self._require_cache()
-        grad_out = self._check_grad(grad_out, x_shape)
+        x_shape, scaled_mask = self.require_cache()
+        grad_out = self.check_grad(grad_out, x_shape)
         if scaled_mask is None:
             return grad_out
         return grad_out * scaled_mask

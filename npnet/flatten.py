@@ -32,6 +32,6 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape = self._require_cache()
-        grad_out = self._check_grad(grad_out, (x_shape[0], math.prod(x_shape[1:])))
+        x_shape = self.require_cache()
+        grad_out = self.check_grad(grad_out, (x_shape[0], math.prod(x_shape[1:])))
         return grad_out.reshape(x_shape)

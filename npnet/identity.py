@@ -33,5 +33,5 @@ class Identity(Module):
         return x
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x_shape = self._require_cache()
-        return self._check_grad(grad_out, x_shape)  # dL/dx = dL/dy: y is x
+        x_shape = self.require_cache()
+        return self.check_grad(grad_out, x_shape)  # dL/dx = dL/dy: y is x

@@ -72,7 +72,7 @@ class Linear(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x as an ndarray, checked to be (N, in_features) and float."""
-        return self._check_input(x, 2, "(N, C)", channels=self.in_features)
+        return self.check_input(x, 2, "(N, C)", channels=self.in_features)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.checked_input(x)
@@ -81,8 +81,8 @@ class Linear(Module):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, (len(cache.x), self.out_features))
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, (len(cache.x), self.out_features))
         grad_x, grad_weight, grad_bias = linear_backward(grad_out, cache)
         self.weight.grad += grad_weight
         if self.bias is not None:

@@ -16,7 +16,7 @@ methods compute; see npnet/fast/__init__.py.)
 ``Module`` are children, and arrays named with ``register_buffer`` are buffers (state that is
 saved but not trained, such as BatchNorm's moving averages).
 
-A cache serves one backward, for the parameters it was made with. ``_require_cache`` refuses,
+A cache serves one backward, for the parameters it was made with. ``require_cache`` refuses,
 with a message that says why, a backward that would compute wrong gradients silently:
 
 - before any forward, or after ``astype`` dropped the cache;
@@ -98,9 +98,9 @@ class Module:
     """Base class of every layer and container.
 
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``. ``forward`` stores what
-    ``backward`` needs in ``self.cache``; ``backward`` takes it with ``_require_cache()``,
+    ``backward`` needs in ``self.cache``; ``backward`` takes it with ``require_cache()``,
     which raises a clear error if there is none, and checks ``grad_out`` with
-    ``_check_grad``, which marks the cache used: one backward per forward.
+    ``check_grad``, which marks the cache used: one backward per forward.
     """
 
     def __init__(self):
@@ -121,7 +121,7 @@ class Module:
     @cache.setter
     def cache(self, value) -> None:
         self._cache = value
-        # the version of each parameter this forward computed with, for _require_cache
+        # the version of each parameter this forward computed with, for require_cache
         if value is None or isinstance(value, CacheState):
             self._cache_versions = ()
         else:
@@ -300,7 +300,7 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
     # ------------------------------------------------------------ helpers for layers
-    def _require_cache(self):
+    def require_cache(self):
         """The cache the last forward left, or a clear error if backward cannot use it: there
         is none, a backward used it already, or a parameter changed since the forward."""
         cache = self._cache
@@ -320,7 +320,7 @@ class Module:
         for _, child in reversed(list(self.named_children())):
             child._check_versions()
 
-    def _check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
+    def check_grad(self, grad_out: np.ndarray, expected_shape: tuple) -> np.ndarray:
         """grad_out as an ndarray, checked to have the shape of the last output.
 
         Once it fits, this backward will run: the cache is marked used, so that a second
@@ -335,7 +335,7 @@ class Module:
         self.cache = CacheState.SPENT  # backward keeps its own reference until it returns
         return grad_out
 
-    def _check_input(self, x, ndim: int, layout: str, channels: int | None = None,
+    def check_input(self, x, ndim: int, layout: str, channels: int | None = None,
                      channel_axis: int = 1) -> np.ndarray:
         """Check rank, channel count and dtype of an input; return it as an ndarray.
 

@@ -117,7 +117,7 @@ class _Pool2d(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x (N, C, H, W) as an ndarray, checked to hold at least one window."""
-        x = self._check_input(x, 4, "(N, C, H, W)")
+        x = self.check_input(x, 4, "(N, C, H, W)")
         check_fits(self.short_name(), x.shape, self.kernel_size, self.padding)
         return x
 
@@ -135,8 +135,8 @@ class AvgPool2d(_Pool2d):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, self._output_shape(cache))
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, self._output_shape(cache))
         return avg_pool2d_backward(grad_out, cache)
 
 
@@ -150,8 +150,8 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, self._output_shape(cache))
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, self._output_shape(cache))
         return max_pool2d_backward(grad_out, cache)
 
 
@@ -227,7 +227,7 @@ class AdaptiveAvgPool2d(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x as an ndarray, checked to be (N, C, H, W) and float."""
-        return self._check_input(x, 4, "(N, C, H, W)")
+        return self.check_input(x, 4, "(N, C, H, W)")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.checked_input(x)
@@ -235,6 +235,6 @@ class AdaptiveAvgPool2d(Module):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        grad_out = self._check_grad(grad_out, (*cache.x_shape[:2], *cache.output_size))
+        cache = self.require_cache()
+        grad_out = self.check_grad(grad_out, (*cache.x_shape[:2], *cache.output_size))
         return adaptive_avg_pool2d_backward(grad_out, cache)

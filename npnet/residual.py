@@ -64,7 +64,7 @@ class Residual(Module):
         return main + side
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        grad_out = self._check_grad(grad_out, self._require_cache())
+        grad_out = self.check_grad(grad_out, self.require_cache())
         # d(body + shortcut)/d(each) = 1: both paths get grad_out, and what they send back to
         # x adds up
         grad_x = self.body.run_backward(grad_out)

@@ -193,7 +193,9 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
                          f"the loop yourself (README, 'A short example')")
 
     model = runner_for(model, fast)  # a FastNet over the model, unless fast is False
-    from tqdm import tqdm  # imported here: ``import npnet`` needs numpy alone
+    # tqdm.auto: a widget bar in Jupyter, a text bar in a terminal; imported here because
+    # ``import npnet`` needs numpy alone
+    from tqdm.auto import tqdm
 
     for epoch in range(first, last + 1):
         model.train()

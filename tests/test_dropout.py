@@ -184,8 +184,8 @@ class DropoutForgettingTheRescale(Dropout):
     """A planted mistake: backward uses the 0/1 mask, not mask / (1 - p)."""
 
     def backward(self, grad_out):
-        x_shape, scaled_mask = self._require_cache()
-        grad_out = self._check_grad(grad_out, x_shape)
+        x_shape, scaled_mask = self.require_cache()
+        grad_out = self.check_grad(grad_out, x_shape)
         return grad_out * (scaled_mask != 0)
 
 

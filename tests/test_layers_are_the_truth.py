@@ -190,7 +190,7 @@ class BatchNormWithConstantStatistics(RecordingBatchNorm):
 
     def backward(self, grad_out):
         self.backward_calls += 1
-        cache = self._require_cache()._replace(training=False)
+        cache = self.require_cache()._replace(training=False)
         grad_x, grad_gamma, grad_beta = npnet.batchnorm.batch_norm_backward(grad_out, cache)
         self.gamma.grad += grad_gamma
         self.beta.grad += grad_beta

@@ -166,7 +166,7 @@ def test_gradcheck_of_the_whole_small_networks(name, training):
 def shortcut_gradient_assigned(self, grad_out):
     """Residual.backward with the mistake: the shortcut's gradient replaces the body's
     (``=`` where the two paths' gradients must be added)."""
-    grad_out = self._check_grad(grad_out, self._require_cache())
+    grad_out = self.check_grad(grad_out, self.require_cache())
     grad_x = self.body.run_backward(grad_out)
     grad_x = grad_out if self.shortcut is None else self.shortcut.run_backward(grad_out)
     return grad_x
@@ -175,8 +175,8 @@ def shortcut_gradient_assigned(self, grad_out):
 def split_at_the_wrong_channels(self, grad_out):
     """Concat.backward with the mistake: each branch gets the channels counted from the other
     end (right sizes, wrong channels)."""
-    channels, output_shape = self._require_cache()
-    grad_out = self._check_grad(grad_out, output_shape)
+    channels, output_shape = self.require_cache()
+    grad_out = self.check_grad(grad_out, output_shape)
     grad_x, end = None, grad_out.shape[1]
     for branch, size in zip(self.branches, channels):
         part = np.ascontiguousarray(grad_out[:, end - size:end])

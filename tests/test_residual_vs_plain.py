@@ -99,7 +99,7 @@ def test_a_shortcut_whose_gradient_is_dropped_fails_the_bar(example, data, monke
     its first layer's gradient falls below the bar. (The fast backend finds that Residual's
     backward no longer agrees with its kernel, says so, and runs it as written.)"""
     def backward_without_shortcut(self, grad_out):
-        grad_out = self._check_grad(grad_out, self._require_cache())
+        grad_out = self.check_grad(grad_out, self.require_cache())
         return self.body.run_backward(grad_out)
 
     monkeypatch.setattr(Residual, "backward", backward_without_shortcut)

@@ -141,7 +141,7 @@ def test_blocks_and_networks_match_pytorch(name, training):
 
 def test_the_comparison_catches_a_residual_that_drops_the_shortcut_gradient(monkeypatch):
     def backward(self, grad_out):
-        grad_out = self._check_grad(grad_out, self._require_cache())
+        grad_out = self.check_grad(grad_out, self.require_cache())
         return self.body.run_backward(grad_out)  # the identity path's grad_out forgotten
     monkeypatch.setattr(npnet.Residual, "backward", backward)
     triples = case(*CASES["residual block, identity shortcut"], training=True)

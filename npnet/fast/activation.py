@@ -22,7 +22,7 @@ class SigmoidKernel(Kernel):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        y = self._require_cache()
+        y = self.require_cache()
         grad_x = np.subtract(1, y, dtype=y.dtype)
         grad_x *= y
         grad_x *= grad_out

@@ -123,5 +123,5 @@ class BatchNormKernel(Kernel):
         return y.reshape(x.shape)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        rows_cache, x_shape = self._require_cache()
+        rows_cache, x_shape = self.require_cache()
         return scaled_backward(self.layers[0], grad_out, rows_cache).reshape(x_shape)

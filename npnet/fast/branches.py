@@ -65,7 +65,7 @@ class ConcatKernel(BranchesKernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         grad_x, start = None, 0
-        for chain, size in zip(self.chains, self._require_cache()):
+        for chain, size in zip(self.chains, self.require_cache()):
             grad_branch = chain.backward(grad_out[start:start + size])  # a contiguous slab
             start += size
             if self.input_grad:

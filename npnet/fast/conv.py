@@ -187,7 +187,7 @@ class Conv2dKernel(Kernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         (layer,) = self.layers
-        x_shape, cols, x = self._require_cache()
+        x_shape, cols, x = self.require_cache()
         if cols is None and not self.input_grad:
             grad_x = None
             grad_weight, grad_bias = conv2d_weight_grad_blocked(

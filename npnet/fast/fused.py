@@ -62,7 +62,7 @@ class BatchNormSigmoidPoolKernel(Kernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         batch_norm, _, pool = self.layers
-        bn_cache, tanh = self._require_cache()
+        bn_cache, tanh = self.require_cache()
         grad = avg_pool2d_backward(grad_out * tanh.dtype.type(0.5), tanh.shape,
                                    pool.kernel_size, pool.stride, pool.padding)  # dL/dT
         tanh_slope = np.multiply(tanh, tanh)

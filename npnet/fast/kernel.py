@@ -36,7 +36,7 @@ class Kernel:
         """Drop what the last forward kept for backward."""
         self.cache = None
 
-    def _require_cache(self):
+    def require_cache(self):
         if self.cache is None:
             names = " -> ".join(layer.short_name() for layer in self.layers)
             raise RuntimeError(f"npnet.fast: backward of {names} called before forward")
@@ -82,7 +82,7 @@ class LayoutFree(Kernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         (layer,) = self.layers
-        own_cache, layer.cache = layer.cache, self._require_cache()
+        own_cache, layer.cache = layer.cache, self.require_cache()
         try:
             return layer.backward(grad_out)
         finally:

@@ -31,7 +31,7 @@ class LinearKernel(Kernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         (layer,) = self.layers
-        x = self._require_cache()
+        x = self.require_cache()
         layer.weight.grad += grad_out @ x.T  # (out, N) @ (N, in)
         if layer.bias is not None:
             layer.bias.grad += grad_out.sum(axis=1)
@@ -49,4 +49,4 @@ class FlattenKernel(Kernel):
         return x.reshape(-1, x.shape[-1])
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self._require_cache())
+        return grad_out.reshape(self.require_cache())

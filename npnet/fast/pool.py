@@ -70,7 +70,7 @@ class AvgPool2dKernel(Kernel):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         (layer,) = self.layers
-        x_shape = self._require_cache()
+        x_shape = self.require_cache()
         return avg_pool2d_backward(grad_out, x_shape, layer.kernel_size, layer.stride,
                                    layer.padding)
 
@@ -121,4 +121,4 @@ class AdaptiveAvgPool2dKernel(Kernel):
         return adaptive_avg_pool2d_forward(x, layer.output_size)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return adaptive_avg_pool2d_backward(grad_out, self._require_cache())
+        return adaptive_avg_pool2d_backward(grad_out, self.require_cache())

@@ -257,7 +257,7 @@ def _look_up(space, name):
 
 def _reach(function, cls, references: list, seen: set) -> None:
     """Record ``function`` and, recursively, the functions it names (globals of its module, or
-    attributes of ``cls`` such as ``self._check_input``), except numpy's and Python's own."""
+    attributes of ``cls`` such as ``self.check_input``), except numpy's and Python's own."""
     function = getattr(function, "__func__", function)  # a bound method's function
     if not isinstance(function, types.FunctionType) or function in seen:
         return
