@@ -6,8 +6,8 @@ Every layer has an explicit ``forward`` and ``backward``; ``Sequential`` chains 
 """
 
 # the submodules, so that npnet.models.lenet(), npnet.instruments.Recorder ... work
-from . import (checkpoint, datasets, fast, init, instruments, lr_scheduler,  # noqa: F401
-               models, plots, plots_inside, summary, train)
+from . import (checkpoint, datasets, exercises, fast, init, instruments,  # noqa: F401
+               lr_scheduler, models, plots, plots_inside, summary, train)
 from .activation import ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm, BatchTooSmallError, batch_norm, batch_norm_backward
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -32,11 +32,7 @@ class _Elementwise(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x as an ndarray, checked to be float (any shape)."""
-        x = np.asarray(x)
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{self.short_name()} expects a float32 or float64 input; "
-                            f"got {x.dtype}")
-        return x
+        return self.check_float(x)
 
 
 class Sigmoid(_Elementwise):

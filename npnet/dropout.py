@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import FLOAT_DTYPES, Module
+from .module import Module
 from .rng import spawn_rng
 
 
@@ -60,10 +60,7 @@ class Dropout(Module):
         return f"p={self.p}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{self.short_name()} expects a float32 or float64 input; "
-                            f"got {x.dtype}")
+        x = self.check_float(x)
         if not self.training or self.p == 0:
             scaled_mask = None  # the identity: nothing dropped, nothing scaled
         elif self.p == 1:

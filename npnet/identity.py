@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import FLOAT_DTYPES, Module
+from .module import Module
 
 
 class Identity(Module):
@@ -22,10 +22,7 @@ class Identity(Module):
 
     def checked_input(self, x) -> np.ndarray:
         """x as an ndarray, checked to be float (any shape)."""
-        x = np.asarray(x)
-        if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Identity expects a float32 or float64 input; got {x.dtype}")
-        return x
+        return self.check_float(x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.checked_input(x)

@@ -27,7 +27,9 @@ with a message that says why, a backward that would compute wrong gradients sile
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import threading
 from collections import OrderedDict
 from typing import Callable, Iterator
 
@@ -137,7 +139,12 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.forward(x)
+        """``forward``, then the forward hooks. Called from outside any network, the input
+        is converted first, as ``network_input`` says (a list, or float64 into float32)."""
+        if not _calls.depth:
+            x = network_input(self, x)
+        with inside_network():  # the layers this one calls get their input as it comes
+            out = self.forward(x)
         for hook in self._forward_hooks:
             hook(self, x, out)
         return out
@@ -299,6 +306,15 @@ class Module:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def __getattr__(self, name: str):
+        # only called when the usual lookup fails: say why a bookkeeping field is missing
+        if name in _SET_BY_MODULE_INIT:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {name!r}, which Module.__init__ "
+                f"sets: {type(self).__name__}.__init__ must call super().__init__() first "
+                f"(before it sets any parameter)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ------------------------------------------------------------ helpers for layers
     def require_cache(self):
         """The cache the last forward left, or a clear error if backward cannot use it: there
@@ -335,6 +351,17 @@ class Module:
         self.cache = CacheState.SPENT  # backward keeps its own reference until it returns
         return grad_out
 
+    def check_float(self, x) -> np.ndarray:
+        """x as an ndarray, checked to be float32 or float64 (any shape)."""
+        x = np.asarray(x)
+        if x.dtype not in FLOAT_DTYPES:
+            scale = (": images stored as integers 0-255 are scaled to [0, 1] first, "
+                     "x.astype(np.float32) / 255" if x.dtype.kind in "iub" else "")
+            raise TypeError(
+                f"{self.short_name()} expects a float32 or float64 input; got {x.dtype}{scale}"
+            )
+        return x
+
     def check_input(self, x, ndim: int, layout: str, channels: int | None = None,
                      channel_axis: int = 1) -> np.ndarray:
         """Check rank, channel count and dtype of an input; return it as an ndarray.
@@ -346,17 +373,60 @@ class Module:
             expected = layout if channels is None else layout.replace("C", str(channels), 1)
             raise ValueError(f"{self.short_name()} expects input {expected}; got {x.shape}")
         check_not_empty(self.short_name(), x.shape)
-        if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(
-                f"{self.short_name()} expects a float32 or float64 input; got {x.dtype}"
-            )
+        x = self.check_float(x)
         own = self.dtype
         if own is not None and x.dtype != own:
             raise TypeError(
-                f"{self.short_name()} holds {own} parameters but got a {x.dtype} input; "
-                f"convert one side, e.g. model.astype(np.{x.dtype})"
+                f"{self.short_name()} holds {own} parameters but got a {x.dtype} input. "
+                f"Inside a network: the layer before it returned {x.dtype} (a layer must "
+                f"return the dtype it is given), or only part of the network was converted "
+                f"(net.astype(np.{own}) converts all of it). Calling forward directly: call "
+                f"the layer, layer(x), which converts x, or pass x.astype(np.{own})"
             )
         return x
+
+
+# the fields Module.__init__ sets, which a subclass that forgot super().__init__() lacks
+_SET_BY_MODULE_INIT = ("training", "_buffer_names", "_forward_hooks", "_backward_hooks",
+                       "_cache", "_cache_versions")
+
+
+# ------------------------------------------------------------------ a network's entry
+class _CallDepth(threading.local):
+    depth = 0  # how many module calls this thread is inside: 0 at a network's entry
+
+
+_calls = _CallDepth()
+
+
+@contextlib.contextmanager
+def inside_network():
+    """Within this, calling a module does not convert its input: a layer inside a network
+    refuses a dtype that differs from its own instead (a mistake to show, not to hide)."""
+    _calls.depth += 1
+    try:
+        yield
+    finally:
+        _calls.depth -= 1
+
+
+def network_input(module, x) -> np.ndarray:
+    """x as ``module`` takes it at a network's entry, NumPy habits welcome (as Keras does):
+
+    - a list (or anything array-like) becomes an array of the network's dtype;
+    - a float array of another dtype, such as float64 (NumPy's default, ``np.random.rand``)
+      into a float32 network, is converted to the network's dtype, silently.
+
+    Anything else goes on as it is, for the first layer to accept or refuse (integers are
+    refused: images stored as 0-255 need scaling). A network without parameters or buffers
+    (dtype None) takes float arrays as they are.
+    """
+    own = module.dtype
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x, dtype=own)
+    if own is not None and x.dtype != own and x.dtype.kind == "f":
+        x = x.astype(own)
+    return x
 
 
 # ------------------------------------------------------- messages shared with npnet.fast

@@ -128,16 +128,39 @@ def test_gradient_of_the_wrong_shape(layer, x):
 
 
 # ------------------------------------------------------------------------------ dtypes
-def test_integer_input_is_refused():
+def test_integer_input_is_refused_with_how_to_scale_it():
     with pytest.raises(TypeError, match=r"Linear\(3, 2\) expects a float32 or float64 input; "
-                                        r"got int64"):
-        npnet.Linear(3, 2)(np.ones((2, 3), dtype=np.int64))
+                                        r"got uint8: images stored as integers 0-255 are "
+                                        r"scaled to \[0, 1\] first, x.astype\(np.float32\) / 255"):
+        npnet.Linear(3, 2)(np.ones((2, 3), dtype=np.uint8))
 
 
-def test_dtype_mismatch_is_refused_not_upcast():
-    with pytest.raises(TypeError, match=r"Conv2d\(1, 2, kernel_size=3\) holds float32 "
-                                        r"parameters but got a float64 input"):
-        npnet.Conv2d(1, 2, 3)(np.ones((1, 1, 5, 5)))
+def test_float64_and_lists_are_converted_at_the_networks_entry():
+    """NumPy habits: np.random.rand gives float64, the network is float32 (as Keras does)."""
+    npnet.manual_seed(0)
+    net = npnet.Sequential(npnet.Conv2d(1, 2, 3), npnet.Flatten(), npnet.Linear(18, 2))
+    x64 = np.random.default_rng(0).random((2, 1, 5, 5))
+    out = net(x64)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, net(x64.astype(np.float32)))
+    np.testing.assert_array_equal(net(x64.tolist()), out)  # a list too
+    np.testing.assert_array_equal(npnet.FastNet(net)(x64), out)
+    layer = npnet.Linear(3, 2)  # a layer alone is a network too
+    assert layer([[1, 2, 3]]).dtype == np.float32
+
+
+def test_dtype_mismatch_inside_a_network_is_refused_not_converted():
+    class ReturnsFloat64(npnet.Identity):
+        def forward(self, x):
+            return super().forward(x).astype(np.float64)  # the mistake: a layer keeps dtypes
+
+    net = npnet.Sequential(npnet.Linear(3, 3), ReturnsFloat64(), npnet.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"Linear\(3, 2\) holds float32 parameters but got a "
+                                        r"float64 input. Inside a network: the layer before "
+                                        r"it returned float64"):
+        net(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match=r"holds float32 parameters but got a float64 input"):
+        npnet.Conv2d(1, 2, 3).forward(np.ones((1, 1, 5, 5)))  # forward itself does not convert
 
 
 # ---------------------------------------------------------------------------- the loss

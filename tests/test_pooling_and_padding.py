@@ -210,7 +210,7 @@ def test_identity_gradcheck():
 
 def test_identity_errors():
     layer = npnet.Identity()
-    with pytest.raises(TypeError, match=r"Identity expects a float32 or float64 input; got "
+    with pytest.raises(TypeError, match=r"Identity\(\) expects a float32 or float64 input; got "
                                         r"int64"):
         layer(np.arange(6).reshape(2, 3))
     with pytest.raises(RuntimeError, match=r"Identity\(\).backward called before forward"):

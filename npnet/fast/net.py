@@ -16,8 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..container import Sequential, check_each_layer_once
-from ..module import (CacheState, Module, Parameter, check_not_empty, no_cache_message,
-                      parameter_changed_message)
+from ..module import (CacheState, Module, Parameter, check_not_empty, inside_network,
+                      network_input, no_cache_message, parameter_changed_message)
 from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noqa: F401
 from .layout import from_batch_last, to_batch_last
 
@@ -81,8 +81,13 @@ class FastNet:
         return self.forward(x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (N, ...) -> the network's output, batch first."""
-        x = np.asarray(x)
+        """x (N, ...) -> the network's output, batch first. x is converted as at any
+        network's entry (``npnet.module.network_input``: a list, float64 into float32)."""
+        x = network_input(self.net, x)
+        with inside_network():
+            return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         self._release()  # the last pass's caches: a new forward makes them useless
         self._last = None  # until this forward has run through: no backward after a failed one
         if x.ndim < 2:  # no batch axis to move: nothing to gain
