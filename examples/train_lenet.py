@@ -9,6 +9,7 @@ Fashion-MNIST.
     python examples/train_lenet.py --dataset sample --epochs 2   # offline, about a minute
     python examples/train_lenet.py --resume --epochs 15      # 5 more epochs of a 10-epoch run
     python examples/train_lenet.py --dataset sample --no-fast   # every layer as written
+    python examples/train_lenet.py --update-bn               # BatchNorm statistics re-estimated
 
 The networks (npnet.models): ``lenet()`` with BatchNorm and sigmoids, or the plain sigmoid
 LeNet (--no-batchnorm, LeNet only); ``resnet()``, a ResNet-8 of residual blocks with 16, 32
@@ -21,6 +22,10 @@ The recipe: Xavier init (the book's train_ch6, for every network), batch size 25
 DenseNet (chosen from short runs on the sample: see RESIDUAL_SGD_LR below); Adam and AdamW
 start at 1e-3, PyTorch's default.
 --schedule step or cosine changes the learning rate once per epoch (npnet.lr_scheduler).
+--update-bn re-estimates every BatchNorm's moving averages from the training images after each
+epoch, before the evaluation (npnet.update_bn: one forward pass over them; no weight
+changes): at lr 1.0 the moving averages lag behind the weights, and the test accuracy
+jumps from epoch to epoch without it (README, "Why the test accuracy jumps").
 
 Training and evaluation run on npnet's fast backend (npnet/fast), which uses a kernel in place
 of a layer's own forward and backward only where it has first shown, on a tiny batch, that the
@@ -41,9 +46,9 @@ data that cannot be loaded is then an error.
 
 --resume continues the run in --out only with the settings it was started with (data set,
 --limit, --model, --no-batchnorm, --batch-size, --init, --seed, --optimizer, --lr,
---momentum, --weight-decay, --schedule, --step-size, all recorded in the checkpoint, with the
-optimizer's and the schedule's state); a different one is refused, saying which. A resumed run
-is bitwise the run it continues, its learning-rate schedule included.
+--momentum, --weight-decay, --schedule, --step-size, --update-bn, all recorded in the
+checkpoint, with the optimizer's and the schedule's state); a different one is refused, saying
+which. A resumed run is bitwise the run it continues, its learning-rate schedule included.
 
 One run at a time writes a folder: a second run with the same --out is refused, naming the
 first (its process id); a lock left by a killed run is taken over.
@@ -94,7 +99,7 @@ SCHEDULES = ("none", "step", "cosine")
 FILES = ("checkpoint.npz", "history.json", "learning_curves.png", "predictions.png")
 # What a resumed run must share with the run it continues, in the order a mismatch is told.
 SETTINGS = ("dataset", "model", "batch_norm", "limit", "batch_size", "init", "seed",
-            "optimizer", "lr", "momentum", "weight_decay", "schedule", "step_size")
+            "optimizer", "lr", "momentum", "weight_decay", "schedule", "step_size", "update_bn")
 # SGD's default for the ResNet and the DenseNet, measured on the sample: 3 epochs of the
 # 5,000 digits, batch 256, Xavier init; held-out accuracy after epoch 3 (training loss):
 #
@@ -191,6 +196,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-batchnorm", action="store_true",
                         help="train the plain sigmoid LeNet of d2l 6.6 instead of LeNet-BN "
                              "(--model lenet only)")
+    parser.add_argument("--update-bn", action="store_true",
+                        help="after every epoch, before the evaluation, re-estimate the "
+                             "BatchNorm layers' moving averages from the training images at "
+                             "the epoch's final weights (npnet.update_bn: one forward pass; "
+                             "the weights do not change). At lr 1.0 the moving averages lag "
+                             "behind the weights and the test accuracy jumps without it")
     parser.add_argument("--init", choices=["xavier", "default"], default="xavier",
                         help="initial weights: Xavier-uniform as in the book's train_ch6, or "
                              "the layers' own (PyTorch's) default (default: %(default)s)")
@@ -207,8 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue the run saved in --out: load its checkpoint, keep its "
                              "history and epoch count. The data set, --limit, model and "
                              "recipe (--batch-size, --init, --seed, --optimizer, --lr, "
-                             "--momentum, --weight-decay, --schedule, --step-size) must be "
-                             "the run's")
+                             "--momentum, --weight-decay, --schedule, --step-size, "
+                             "--update-bn) must be the run's")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar, only one line per epoch (for log files)")
     parser.add_argument("--no-fast", action="store_true",
@@ -227,6 +238,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             parser.error(f"--{name.replace('_', '-')} must be a number >= 0")
+    if args.no_batchnorm and args.update_bn:
+        parser.error("--update-bn re-estimates the statistics of BatchNorm layers, and the "
+                     "plain LeNet (--no-batchnorm) has none")
     if args.no_batchnorm and args.model != "lenet":
         parser.error(f"--no-batchnorm applies to --model lenet only: the "
                      f"{model_title(args.model)} is built with batch normalization")
@@ -375,7 +389,8 @@ def train(args, status: dict) -> None:
             if value is None and args.resume:
                 value = recorded["extra"].get(key)
             config[key] = defaults[key] if value is None else value
-        config.update({"schedule": args.schedule, "scheduler": None,
+        config.update({"update_bn": args.update_bn, "schedule": args.schedule,
+                       "scheduler": None,
                        "train_images": len(x_train), "test_images": len(data.x_test),
                        "data_dir": args.data_dir})
         optimizer = make_optimizer(config, model.parameters())
@@ -409,6 +424,8 @@ def train(args, status: dict) -> None:
         print(f"{name} on {TITLES[dataset]}: {len(x_train)} training and {len(data.x_test)} "
               f"test images; {recipe_text(now, scheduler)}, batch size {args.batch_size}, "
               f"{args.epochs} epochs, {args.init} init, seed {args.seed}"
+              + ("; BatchNorm statistics re-estimated after every epoch (--update-bn)"
+                 if args.update_bn else "")
               + ("; every layer as written (--no-fast)" if args.no_fast else ""))
         title = f"{name} on {TITLES[dataset]}"
         resume_hint = "continue with the same options and --resume" + (
@@ -445,7 +462,8 @@ def train(args, status: dict) -> None:
             fit(model, (x_train, y_train), (data.x_test, data.y_test),
                 epochs=max(args.epochs - len(history), 0), batch_size=args.batch_size,
                 optimizer=optimizer, seed=args.seed, history=history, on_epoch_end=save_run,
-                progress=not args.no_progress, fast=fast, drop_last=drop_last)
+                progress=not args.no_progress, fast=fast, drop_last=drop_last,
+                update_bn=args.update_bn)
         except DivergenceError as error:
             raise Failure(f"{one_line(error)} ({checkpoint_path} holds epoch {saved_epoch}; "
                           f"a lower --lr needs a new --out)" if saved_epoch
@@ -562,7 +580,7 @@ def check_resume(args, out: Path, asked: str, batch_norm: bool) -> dict:
     asked_settings = {"dataset": asked, "model": args.model, "batch_norm": batch_norm,
                       "limit": args.limit, "batch_size": args.batch_size, "init": args.init,
                       "seed": args.seed, "optimizer": args.optimizer,
-                      "schedule": args.schedule}
+                      "schedule": args.schedule, "update_bn": args.update_bn}
     for key in ("lr", "momentum", "weight_decay", "step_size"):
         if getattr(args, key) is not None:  # without the option the run's is used
             asked_settings[key] = getattr(args, key)
@@ -587,13 +605,13 @@ def check_resume(args, out: Path, asked: str, batch_norm: bool) -> dict:
 
 def older_runs_recipe(optimizer: dict | None) -> dict:
     """What a checkpoint of an earlier version of this example (LeNet and SGD only, no
-    schedule) did not record, from its optimizer's settings where they tell."""
+    schedule, no --update-bn) did not record, from its optimizer's settings where they tell."""
     settings = (optimizer or {}).get("settings", {})
     return {"model": "lenet",
             "optimizer": (optimizer or {}).get("type", "SGD").lower(),
             "lr": settings.get("lr"), "momentum": settings.get("momentum", 0.0),
             "weight_decay": settings.get("weight_decay", 0.0),
-            "schedule": "none", "step_size": None, "scheduler": None}
+            "schedule": "none", "step_size": None, "scheduler": None, "update_bn": False}
 
 
 def how(key: str, value) -> str:
@@ -606,6 +624,8 @@ def how(key: str, value) -> str:
     if key == "batch_norm":
         return "without --no-batchnorm (LeNet-BN)" if value else \
             "with --no-batchnorm (the plain LeNet)"
+    if key == "update_bn":
+        return "with --update-bn" if value else "without --update-bn"
     if value is None:
         return f"without --{key.replace('_', '-')}"
     if key in ("lr", "momentum", "weight_decay"):
@@ -620,6 +640,8 @@ def option(key: str, value) -> str:
         return f"--model {model}" + ("" if batch_norm or model != "lenet" else " --no-batchnorm")
     if key == "batch_norm":
         return "no --no-batchnorm" if value else "--no-batchnorm"
+    if key == "update_bn":
+        return "--update-bn" if value else "no --update-bn"
     if value is None:
         return f"no --{key.replace('_', '-')}"
     if key in ("lr", "momentum", "weight_decay", "step_size"):

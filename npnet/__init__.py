@@ -28,6 +28,7 @@ from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .residual import Residual
 from .rng import manual_seed
 from .train import evaluate, fit
+from .update_bn import update_bn
 
 __version__ = "0.1.0"
 
@@ -36,5 +37,6 @@ __all__ = [
     "Conv2d", "CrossEntropyLoss", "Dropout", "FastNet", "FastPathWarning", "Flatten", "Identity",
     "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Residual", "SGD", "Sequential",
     "Sigmoid", "Tanh", "batch_norm", "batch_norm_backward", "evaluate", "fit", "gradcheck",
-    "init_xavier", "load_checkpoint", "manual_seed", "save_checkpoint", "xavier_uniform_",
+    "init_xavier", "load_checkpoint", "manual_seed", "save_checkpoint", "update_bn",
+    "xavier_uniform_",
 ]

@@ -83,8 +83,14 @@ class Sequential(Module):
         check_not_empty("Sequential", np.shape(x))
         check_each_layer_once(self)
         self.cache = None  # until this forward has run through: no backward after a failed one
-        for layer in self.layers:
+        for position, layer in enumerate(self.layers):
+            given = getattr(x, "dtype", None)
             x = layer(x)  # forward, then the layer's forward hooks
+            if given is not None and getattr(x, "dtype", given) != given:
+                raise TypeError(
+                    f"{layer.short_name()} (layer {position}) was given {given} and returned "
+                    f"{x.dtype}: a layer must return the dtype it is given (look for arrays or "
+                    f"constants of another dtype in its forward)")
         self.cache = np.shape(x)  # the output's shape, to check grad_out against
         return x
 
@@ -110,6 +116,16 @@ class Sequential(Module):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def __setitem__(self, index: int, layer: Module) -> None:
+        """``net[i] = layer`` replaces the layer at position i (as in PyTorch)."""
+        check_layer("Sequential", f"position {index}", layer)
+        replaced, self.layers[index] = self.layers[index], layer
+        try:
+            check_each_layer_once(self)
+        except ValueError:
+            self.layers[index] = replaced  # refused: the network stays as it was
+            raise
 
     def __getitem__(self, index):
         if isinstance(index, slice):

@@ -151,9 +151,10 @@ class GradCheckResult:
         if self.nondeterministic:
             return f"<GradCheckResult: not deterministic ({self.mode} mode)>"
         kinks = sum(a.kinks for a in self.arrays)
-        left_out = f", {kinks} entries at kinks left out" if kinks else ""
+        left_out = f", {_entries(kinks)} at kinks left out" if kinks else ""
+        arrays = "1 array" if len(self.arrays) == 1 else f"{len(self.arrays)} arrays"
         return (f"<GradCheckResult: {self.verdict}, worst relative error {self.max_error:.1e} "
-                f"in {self.worst.name if self.worst else '-'} ({len(self.arrays)} arrays, "
+                f"in {self.worst.name if self.worst else '-'} ({arrays}, "
                 f"{self.mode} mode{left_out})>")
 
     def __str__(self) -> str:
@@ -264,11 +265,13 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
     """
     rng = np.random.default_rng(seed)
     mode = bool(module.training) if training is None else training
-    checked = _float64_copy(module)
-    checked.train(mode)
-    notes = _perturb_trivial(checked, np.random.default_rng([seed, 1])) if perturb else []
-    x = np.array(x, dtype=np.float64)  # our own copy, nudged in place below
     who = _name(module)
+    notes = _dtype_notes(module, x, who, mode)
+    checked = _copy_as(module, np.float64)
+    checked.train(mode)
+    if perturb:
+        notes += _perturb_trivial(checked, np.random.default_rng([seed, 1]))
+    x = np.array(x, dtype=np.float64)  # our own copy, nudged in place below
 
     generators = random_generators(checked)
     global_state = np.random.get_state()
@@ -296,7 +299,18 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
             return float(np.sum(out * grad_out))
 
         def backward():
-            return checked.backward(loss.backward() if loss is not None else grad_out)
+            try:
+                return checked.backward(loss.backward() if loss is not None else grad_out)
+            except ValueError as error:
+                if "non-broadcastable output operand" not in str(error):
+                    raise
+                # what `p.grad += g` says when g has another shape than p.grad
+                raise ValueError(
+                    f"gradcheck: {who}.backward failed adding a gradient into a .grad: "
+                    f"{error}. The gradient of a parameter has the parameter's shape: sum "
+                    f"dL/dy * (what the parameter multiplies) over the axes it is shared "
+                    f"across (the batch, and H, W for a per-channel one), with keepdims=True"
+                ) from error
 
         # the analytic gradients: one forward and backward from zero gradients
         checked.zero_grad()
@@ -324,12 +338,15 @@ def gradcheck(module, x: np.ndarray, grad_out: np.ndarray | None = None, *,
             if values.size == 0:
                 continue
             check = _check_array(f, name, values, analytic, h, max_entries, noise, rng)
-            if accumulation.get(name, 0.0) > CORRECT:
-                check.max_error = max(check.max_error, accumulation[name])
+            error, index, added, expected = accumulation.get(name, (0.0, None, 0.0, 0.0))
+            if error > CORRECT:
+                if error > check.max_error:  # the table shows the entry of this error
+                    check.max_error, check.worst_index = error, index
+                    check.analytic, check.numeric = added, expected
                 check.verdict = "wrong"
                 check.reason = "; ".join(filter(None, [
-                    f"backward does not add into .grad: a second backward changed {name}.grad "
-                    f"by other than its gradient (relative error {accumulation[name]:.1e}); "
+                    f"backward does not add into .grad: a second backward added {added:+.6e} "
+                    f"to {name}.grad{list(index)} where its gradient is {expected:+.6e}; "
                     f"write {name}.grad += ..., not = (the gradients of several uses of a "
                     f"parameter, or of several batches, add up)", check.reason]))
             result.arrays.append(check)
@@ -425,10 +442,12 @@ def _check_returned(who: str, x: np.ndarray, grad_x, module, check_input: bool) 
     """Refuse, naming the layer and the shapes, what backward gave that cannot be compared."""
     if check_input:
         if grad_x is None:
+            fast = getattr(module, "input_grad", True) is False  # a FastNet that skips dL/dx
             raise ValueError(
                 f"gradcheck: {who}.backward returned None; it must return dL/dx, an array of "
-                f"the input's shape {x.shape} (pass check_input=False to check the parameters "
-                f"only, or build a FastNet with input_grad=True)")
+                f"the input's shape {x.shape}" + (
+                    " (this FastNet skips dL/dx: build it with input_grad=True, or pass "
+                    "check_input=False to check the parameters only)" if fast else ""))
         grad_x = np.asarray(grad_x)
         if grad_x.shape != x.shape:
             raise ValueError(
@@ -452,7 +471,8 @@ def _check_returned(who: str, x: np.ndarray, grad_x, module, check_input: bool) 
 
 
 def _accumulation_errors(module, forward_and_backward, analytic_params: list) -> dict:
-    """{name: relative error} of what a second forward and backward added to each .grad.
+    """{name: (worst relative error, where, what was added there, what should have been)}
+    for what a second forward and backward added to each .grad.
 
     Backward passes add into .grad (a parameter used twice gets both gradients). One more
     pass without zero_grad must add the same gradient again; a backward that writes
@@ -461,9 +481,14 @@ def _accumulation_errors(module, forward_and_backward, analytic_params: list) ->
     params = dict(module.named_parameters())
     errors = {}
     for name, first in analytic_params:
+        if first.size == 0:
+            continue
         added = params[name].grad - first
         largest = float(np.abs(first).max(initial=0.0))
-        errors[name] = float(relative_errors(added, first, largest).max(initial=0.0))
+        entry_errors = relative_errors(added, first, largest)
+        worst = np.unravel_index(int(np.argmax(entry_errors)), first.shape)
+        errors[name] = (float(entry_errors[worst]), tuple(int(i) for i in worst),
+                        float(added[worst]), float(first[worst]))
     return errors
 
 
@@ -477,8 +502,26 @@ def _nondeterministic_message(who: str, first: float, second: float) -> str:
 
 
 # ------------------------------------------------------------------ the copy it checks
-def _float64_copy(module):
-    """A float64 deep copy of ``module`` (a FastNet: a new FastNet over a copy of its
+def _dtype_notes(module, x, who: str, mode: bool) -> list:
+    """A note if ``module`` does not keep float32 (a check in float64 cannot see that): one
+    forward of a float32 copy on x as float32."""
+    probe = _copy_as(module, np.float32).train(mode)
+    state = np.random.get_state()
+    try:
+        out = probe(np.asarray(x, dtype=np.float32))
+    except Exception:  # noqa: BLE001 - the float64 check below shows what goes wrong
+        return []
+    finally:
+        np.random.set_state(state)
+    if getattr(out, "dtype", np.float32) == np.float32:
+        return []
+    return [f"{who} returns {out.dtype} for a float32 input: a layer must keep the dtype it "
+            f"is given (a float32 network refuses this); the check below runs in float64, "
+            f"where it does not show"]
+
+
+def _copy_as(module, dtype):
+    """A deep copy of ``module`` in ``dtype`` (a FastNet: a new FastNet over a copy of its
     network), without hooks and without what the last forward kept (neither is needed)."""
     from .fast import FastNet  # here: npnet.fast imports the layers, which import this
 
@@ -489,8 +532,10 @@ def _float64_copy(module):
             memo[id(hooks)] = []
         if part.cache is not None and not isinstance(part.cache, CacheState):
             memo[id(part.cache)] = None
-    copied = copy.deepcopy(net, memo).astype(np.float64)
-    return FastNet(copied, input_grad=module.input_grad) if isinstance(module, FastNet) else copied
+    copied = copy.deepcopy(net, memo).astype(dtype)
+    if isinstance(module, FastNet):
+        return FastNet(copied, input_grad=module.input_grad, workers=module.workers)
+    return copied
 
 
 def _perturb_trivial(module, rng) -> list:

@@ -308,6 +308,11 @@ class Module:
 
     def __getattr__(self, name: str):
         # only called when the usual lookup fails: say why a bookkeeping field is missing
+        attribute = getattr(type(self), name, None)
+        if isinstance(attribute, property):
+            # a property (dtype, cache) that met a missing field: Python hides its error and
+            # lands here, so run it again to raise that error, which says what is missing
+            attribute.fget(self)
         if name in _SET_BY_MODULE_INIT:
             raise AttributeError(
                 f"{type(self).__name__} has no attribute {name!r}, which Module.__init__ "
@@ -355,8 +360,8 @@ class Module:
         """x as an ndarray, checked to be float32 or float64 (any shape)."""
         x = np.asarray(x)
         if x.dtype not in FLOAT_DTYPES:
-            scale = (": images stored as integers 0-255 are scaled to [0, 1] first, "
-                     "x.astype(np.float32) / 255" if x.dtype.kind in "iub" else "")
+            scale = ("; if these are images stored as integers 0-255, scale them to [0, 1] "
+                     "first: x.astype(np.float32) / 255" if x.dtype.kind in "iub" else "")
             raise TypeError(
                 f"{self.short_name()} expects a float32 or float64 input; got {x.dtype}{scale}"
             )

@@ -1,18 +1,26 @@
-"""Pictures of a training run, saved as PNG files.
+"""Pictures of a training run: matplotlib figures, shown inline in Jupyter, saved as PNG.
 
-- ``plot_history(history, path)``: the learning curves (train loss, train accuracy, test
-  accuracy against the epoch), the picture the book's ``Animator`` draws during training;
-- ``plot_predictions(model, x, y, class_names, path)``: test images with the predicted and
-  the true label, wrong predictions in red.
+- ``plot_history(history, path=None)``: the learning curves (train loss, train accuracy,
+  test accuracy against the epoch), the picture the book's ``Animator`` draws during training;
+- ``plot_predictions(model, x, y, class_names, path=None)``: test images with the predicted
+  and the true label, wrong predictions in red.
+
+Each returns its ``Figure`` and, given ``path``, also saves it (PNG, or the format of the
+path's suffix). Files are replaced atomically (``npnet/atomic.py``): a program killed while
+saving leaves the previous picture, whole.
 
 The figures are drawn with ``matplotlib.figure.Figure`` and the Agg canvas directly, not with
 ``pyplot``: importing this module never changes the user's matplotlib backend or opens a
-window, and it works on a machine without a display. Files are replaced atomically
-(``npnet/atomic.py``): a program killed while saving leaves the previous picture, whole.
+window, and it works on a machine without a display. Such a figure is not one that Jupyter
+knows how to show (it shows ``<Figure size 550x380 with 1 Axes>`` unless pyplot or
+``%matplotlib inline`` has set up its inline display), so the figures made here are a small
+subclass, ``npnet.plots.Figure``, that gives itself a PNG picture (``_repr_png_``, the method
+IPython looks for): the last expression of a cell, or ``display(figure)``, shows it inline.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -22,21 +30,57 @@ import numpy as np
 from .atomic import atomic_write
 
 
-def _new_figure(**kwargs):
-    """A matplotlib Figure (matplotlib is imported here, so ``import npnet`` does not need it)."""
-    from matplotlib.figure import Figure
+def _figure_class() -> type:
+    """``npnet.plots.Figure``, made on first use: matplotlib is imported here, so that
+    ``import npnet`` does not need it."""
+    if "Figure" in globals():
+        return globals()["Figure"]
+    from matplotlib.figure import Figure as MatplotlibFigure
 
-    return Figure(**kwargs)
+    class Figure(MatplotlibFigure):
+        """A ``matplotlib.figure.Figure`` that Jupyter shows inline as a PNG, with no pyplot,
+        no backend and no ``%matplotlib inline``: IPython calls ``_repr_png_`` on the last
+        value of a cell (and in ``display``). Where the inline backend is set up (pyplot was
+        imported in the kernel), IPython's own figure formatter takes precedence."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=self.dpi)  # the size it says it has
+            return buffer.getvalue()
+
+    Figure.__module__, Figure.__qualname__ = __name__, "Figure"  # where pickle looks for it
+    globals()["Figure"] = Figure
+    return Figure
 
 
-def plot_history(history, path: str | os.PathLike, title: str | None = None) -> None:
-    """Save the learning curves of a ``History`` (from ``npnet.train.fit``) as a PNG.
+def __getattr__(name: str):
+    """``npnet.plots.Figure`` is created when first asked for (module ``__getattr__``)."""
+    if name == "Figure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def new_figure(**kwargs):
+    """A ``npnet.plots.Figure(**kwargs)`` (matplotlib's Figure arguments: figsize, layout,
+    ...) with the Agg canvas attached: it can be drawn, saved and shown in Jupyter without
+    pyplot's global state or a display."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = _figure_class()(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_history(history, path: str | os.PathLike | None = None,
+                 title: str | None = None):
+    """The learning curves of a ``History`` (from ``npnet.train.fit``); returns the Figure
+    and, given ``path``, saves it there (PNG by default).
 
     One axis, x = epoch (1, 2, ...), like the book's figures: train loss, train acc and,
     when measured, test acc.
     """
     epochs = np.arange(1, len(history) + 1)
-    figure = _new_figure(figsize=(5.5, 3.8), layout="constrained")
+    figure = new_figure(figsize=(5.5, 3.8), layout="constrained")
     axes = figure.add_subplot()
     axes.plot(epochs, history.train_loss, "-", marker=".", label="train loss")
     axes.plot(epochs, history.train_acc, "--", marker=".", label="train acc")
@@ -50,12 +94,14 @@ def plot_history(history, path: str | os.PathLike, title: str | None = None) -> 
     axes.legend()
     if title:
         axes.set_title(title)
-    _save(figure, path)
+    return _finish(figure, path)
 
 
-def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str | os.PathLike,
-                     n: int = 18, only_mistakes: bool = False, columns: int = 9) -> None:
-    """Save a grid of the first ``n`` images of x (N, 1, H, W) with the model's predictions.
+def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names,
+                     path: str | os.PathLike | None = None, n: int = 18,
+                     only_mistakes: bool = False, columns: int = 9):
+    """A grid of the first ``n`` images of x (N, 1, H, W) with the model's predictions;
+    returns the Figure and, given ``path``, saves it there (PNG by default).
 
     Each image is titled with the predicted class and, below, the true one from y (N,);
     wrong predictions are drawn in red. ``class_names[k]`` names class k (None: the class
@@ -77,7 +123,7 @@ def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str
     name = (lambda k: str(k)) if class_names is None else (lambda k: str(class_names[k]))
     columns = max(1, min(columns, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
-    figure = _new_figure(figsize=(1.3 * columns, 1.65 * rows), layout="constrained")
+    figure = new_figure(figsize=(1.3 * columns, 1.65 * rows), layout="constrained")
     for position, index in enumerate(shown):
         axes = figure.add_subplot(rows, columns, position + 1)
         axes.imshow(x[index, 0], cmap="gray_r")
@@ -92,16 +138,16 @@ def plot_predictions(model, x: np.ndarray, y: np.ndarray, class_names, path: str
                 spine.set_linewidth(2)
     if len(shown) == 0:
         figure.text(0.5, 0.5, "no mistakes" if only_mistakes else "no images", ha="center")
-    _save(figure, path)
+    return _finish(figure, path)
 
 
-def _save(figure, path: str | os.PathLike) -> None:
-    """Save as PNG (or the format of path's suffix), atomically: a kill or a full disk while
-    writing leaves the previous picture, never a truncated one (see ``npnet/atomic.py``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)  # attaches the Agg canvas; pyplot's global state is never touched
-    save_figure_atomically(figure, path, dpi=100)
+def _finish(figure, path: str | os.PathLike | None):
+    """Save the figure when a path is given, as PNG (or the format of path's suffix),
+    atomically: a kill or a full disk while writing leaves the previous picture, never a
+    truncated one (see ``npnet/atomic.py``). Returns the figure."""
+    if path is not None:
+        save_figure_atomically(figure, path, dpi=100)
+    return figure
 
 
 def save_figure_atomically(figure, path: str | os.PathLike, **savefig_kwargs) -> Path:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .activation import ReLU, Sigmoid, Tanh
 from .instruments import Recorder
-from .plots import save_figure_atomically
+from .plots import new_figure as _new_figure, save_figure_atomically
 
 if TYPE_CHECKING:  # for the annotations only: matplotlib is imported where figures are made
     from matplotlib.figure import Figure
@@ -35,11 +35,6 @@ if TYPE_CHECKING:  # for the annotations only: matplotlib is imported where figu
 ACTIVATIONS = (Sigmoid, Tanh, ReLU)
 
 
-def _new_figure(**kwargs):
-    """A matplotlib Figure (matplotlib is imported here, so ``import npnet`` does not need it)."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
 
 
 def _as_dict(recorders) -> dict[str, Recorder]:

@@ -112,7 +112,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
     Returns the accuracy, a float in [0, 1]; with ``return_loss=True`` the pair
     ``(accuracy, mean cross-entropy loss)``.
     """
-    x = np.asarray(x, dtype=model.dtype)
+    x = np.asarray(check_float_images(np.asarray(x), "evaluate"), dtype=model.dtype)
     accuracy, loss = _evaluate_batches(runner_for(model, fast),
                                        DataLoader(x, y, batch_size=batch_size))
     return (accuracy, loss) if return_loss else accuracy
@@ -141,15 +141,16 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
         batch_size: int = 256, optimizer=None, loss=None, seed: int | None = None,
         history: History | None = None, on_epoch_end: Callable | None = None,
         progress: bool = True, verbose: bool = True, fast: bool | None = None,
-        drop_last: bool = False) -> History:
+        drop_last: bool = False, update_bn: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs of mini-batch gradient descent.
 
     Inputs:
     - model: an npnet Module mapping images (N, C, H, W) to logits (N, K)
-    - train_data: a pair ``(x_train, y_train)`` of arrays, x (N, C, H, W) and integer
-      labels y (N,), cut into shuffled batches of ``batch_size`` every epoch; or a
-      ``DataLoader`` (or any iterable of ``(x, y)`` batches), used as it is, except that
-      fit tells one with a ``set_epoch`` method which epoch (from 0) each pass is
+    - train_data: a pair ``(x_train, y_train)`` of arrays, x (N, C, H, W) of floats (pixels
+      scaled to [0, 1]; integer images are refused) and integer labels y (N,), cut into
+      shuffled batches of ``batch_size`` every epoch; or a ``DataLoader`` (or any iterable
+      of ``(x, y)`` batches), used as it is, except that fit tells one with a ``set_epoch``
+      method which epoch (from 0) each pass is
     - test_data: ``(x_test, y_test)`` or a DataLoader; evaluated after every epoch
     - epochs: how many epochs to train in this call
     - lr: the learning rate of the default optimizer, ``SGD(model.parameters(), lr)``
@@ -172,6 +173,10 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
     - drop_last: leave out each epoch's last batch when it is smaller than ``batch_size``
       (for ``(x, y)`` arrays; a DataLoader has its own). BatchNorm refuses to train on a
       batch of one sample, which N = k * batch_size + 1 samples leave over.
+    - update_bn: after each epoch's training steps, before the evaluation, re-estimate every
+      BatchNorm's moving averages from the training data at the epoch's final weights
+      (``npnet.update_bn``: one forward pass; no weight changes). At a high learning rate
+      the moving averages lag behind the weights, and the test accuracy jumps without it.
 
     Returns the ``History``. Raises ``DivergenceError`` if the loss becomes NaN or infinite,
     ``BatchTooSmallError`` (a ValueError) for a batch of one sample through a BatchNorm.
@@ -185,6 +190,9 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
     test_batches = None if test_data is None else _as_batches(test_data, dtype, 1000)
     optimizer = SGD(model.parameters(), lr=lr) if optimizer is None else optimizer
     criterion = CrossEntropyLoss() if loss is None else loss
+    if update_bn:
+        # update_bn.py builds on this module (runner_for, check_float_images): imported here
+        from .update_bn import update_bn as re_estimate_statistics
     if getattr(criterion, "reduction", "mean") != "mean":
         # fit weights each batch's loss by its size and calls backward() without an upstream
         # gradient: both assume the mean over the batch
@@ -208,6 +216,7 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
         with tqdm(train_batches, desc=f"epoch {epoch}/{last}", unit="batch", leave=False,
                   disable=not progress) as bar:
             for step, (x, y) in enumerate(bar, start=1):
+                check_float_images(np.asarray(x), "fit")  # a batch of a user's iterable
                 optimizer.zero_grad()                 # backward adds into .grad
                 try:
                     logits = model(x)                 # (N, C, H, W) -> (N, K)
@@ -232,6 +241,9 @@ def fit(model, train_data, test_data=None, *, epochs: int = 10, lr: float = 1.0,
             raise ValueError(f"fit: the training data gave no batch in epoch {epoch}; there "
                              f"is nothing to train on")
 
+        if update_bn:  # the moving averages of the epoch's final weights, for the evaluation
+            re_estimate_statistics(model, train_batches, batch_size=batch_size,
+                                   fast=isinstance(model, FastNet))  # on what trains
         test_acc = test_loss = None
         if test_batches is not None:
             test_acc, test_loss = _evaluate_batches(model, test_batches)
@@ -261,15 +273,33 @@ def runner_for(model, fast: bool | None):
 def _as_batches(data, dtype, batch_size: int, shuffle: bool = False, seed: int | None = None,
                 drop_last: bool = False):
     """(x, y) arrays -> a DataLoader over them, x cast once to the model's dtype; a
-    DataLoader (or other iterable of batches) is returned unchanged."""
+    DataLoader (or other iterable of batches) is returned unchanged; integer images are refused
+    (a DataLoader's up front, another iterable's batch by batch in fit)."""
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"expected data as a pair (x, y) or a DataLoader; got a "
                              f"{type(data).__name__} of length {len(data)}")
         x, y = data
+        check_float_images(np.asarray(x), "fit")
         return DataLoader(np.asarray(x, dtype=dtype), np.asarray(y), batch_size=batch_size,
                           shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if isinstance(data, DataLoader):
+        check_float_images(data.x, "fit")
     return data
+
+
+def check_float_images(x: np.ndarray, who: str) -> np.ndarray:
+    """x, unless it holds integers (or booleans): then a TypeError saying how to scale them.
+
+    Images as files store them (uint8, 0-255) are not what the network was built for: the
+    layers compute in float32 or float64, and LeNet's initial weights and learning rate
+    assume pixels in [0, 1], as the book's ``ToTensor`` gives them."""
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        raise TypeError(f"{who} got images of dtype {x.dtype}, shape {x.shape}: the layers "
+                        f"compute in float32 or float64, on pixels scaled to [0, 1] (as "
+                        f"load_mnist() gives them). Scale them first, e.g. "
+                        f"x = x.astype(np.float32) / 255 for uint8 pixels 0-255")
+    return x
 
 
 def _check_not_empty(batches) -> None:

@@ -130,8 +130,9 @@ def test_gradient_of_the_wrong_shape(layer, x):
 # ------------------------------------------------------------------------------ dtypes
 def test_integer_input_is_refused_with_how_to_scale_it():
     with pytest.raises(TypeError, match=r"Linear\(3, 2\) expects a float32 or float64 input; "
-                                        r"got uint8: images stored as integers 0-255 are "
-                                        r"scaled to \[0, 1\] first, x.astype\(np.float32\) / 255"):
+                                        r"got uint8; if these are images stored as integers "
+                                        r"0-255, scale them to \[0, 1\] first: "
+                                        r"x.astype\(np.float32\) / 255"):
         npnet.Linear(3, 2)(np.ones((2, 3), dtype=np.uint8))
 
 
@@ -155,9 +156,9 @@ def test_dtype_mismatch_inside_a_network_is_refused_not_converted():
             return super().forward(x).astype(np.float64)  # the mistake: a layer keeps dtypes
 
     net = npnet.Sequential(npnet.Linear(3, 3), ReturnsFloat64(), npnet.Linear(3, 2))
-    with pytest.raises(TypeError, match=r"Linear\(3, 2\) holds float32 parameters but got a "
-                                        r"float64 input. Inside a network: the layer before "
-                                        r"it returned float64"):
+    with pytest.raises(TypeError, match=r"ReturnsFloat64\(\) \(layer 1\) was given float32 "
+                                        r"and returned float64: a layer must return the dtype "
+                                        r"it is given"):
         net(np.ones((2, 3), dtype=np.float32))
     with pytest.raises(TypeError, match=r"holds float32 parameters but got a float64 input"):
         npnet.Conv2d(1, 2, 3).forward(np.ones((1, 1, 5, 5)))  # forward itself does not convert

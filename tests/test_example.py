@@ -142,5 +142,44 @@ def test_help_explains_every_option():
     for option in ("--dataset", "--data-dir", "--epochs", "--batch-size", "--lr",
                    "--no-batchnorm", "--seed", "--init", "--out", "--resume", "--no-download",
                    "--limit", "--no-fast", "--no-progress", "--model", "--optimizer",
-                   "--momentum", "--weight-decay", "--schedule", "--step-size"):
+                   "--momentum", "--weight-decay", "--schedule", "--step-size",
+                   "--update-bn"):
         assert option in result.stdout
+
+
+def test_update_bn_re_estimates_the_statistics_and_resumes_bitwise(tmp_path):
+    """--update-bn: the weights are those of the run without it (the statistics are
+    re-estimated, nothing is trained), the moving averages differ; the option is recorded, a
+    resume without it is refused, and 1 epoch + --resume to 2 is bitwise 2 epochs straight."""
+    common = ("--dataset", "sample", "--limit", "512", "--batch-size", "128")
+
+    def arrays(name: str) -> dict:
+        with np.load(tmp_path / name / "checkpoint.npz", allow_pickle=False) as checkpoint:
+            return {key: checkpoint[key] for key in checkpoint.files if key != "metadata"} | {
+                "extra": json.loads(str(checkpoint["metadata"]))["extra"]}
+
+    straight = run_example(tmp_path, *common, "--epochs", "2", "--update-bn", "--out", "straight")
+    assert "BatchNorm statistics re-estimated after every epoch (--update-bn)" in straight.stdout
+    run_example(tmp_path, *common, "--epochs", "2", "--out", "without")
+    run_example(tmp_path, *common, "--epochs", "1", "--update-bn", "--out", "resumed")
+
+    env = dict(os.environ, MPLBACKEND="Agg", NPNET_DATA=str(tmp_path / "data"),
+               HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    refused = subprocess.run([sys.executable, str(SCRIPT), *common, "--epochs", "2", "--out",
+                              "resumed", "--resume", "--no-progress"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "it was trained with --update-bn, this run without --update-bn" in refused.stderr
+    run_example(tmp_path, *common, "--epochs", "2", "--update-bn", "--out", "resumed",
+                "--resume")
+
+    straight, without, resumed = arrays("straight"), arrays("without"), arrays("resumed")
+    assert straight["extra"]["update_bn"] is True and without["extra"]["update_bn"] is False
+    weights = [key for key in straight if key.startswith("model/") and "moving" not in key]
+    moving = [key for key in straight if "moving" in key]
+    assert weights and moving
+    for key in weights:
+        np.testing.assert_array_equal(straight[key], without[key], err_msg=key)
+    assert all(not np.array_equal(straight[key], without[key]) for key in moving)
+    for key in [*weights, *moving]:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)

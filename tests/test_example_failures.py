@@ -170,6 +170,7 @@ RESUME = [*TINY, "--epochs", "2", "--resume", "--out", "bn"]
     (["--momentum", "0.9"], "with --momentum 0, this run with --momentum 0.9"),
     (["--weight-decay", "0.1"], "with --weight-decay 0, this run with --weight-decay 0.1"),
     (["--schedule", "cosine"], "with --schedule none, this run with --schedule cosine"),
+    (["--update-bn"], "it was trained without --update-bn, this run with --update-bn"),
 ])
 def test_resume_refuses_other_data_or_recipe_and_says_how_to_continue(run, saved_runs, tmp_path,
                                                                       change, told):
@@ -473,8 +474,9 @@ def test_the_saved_checkpoint_records_the_run(saved_runs):
     assert extra == {"dataset": "sample", "model": "lenet", "batch_norm": True,
                      "batch_size": 32, "init": "xavier", "seed": 0, "limit": 64,
                      "optimizer": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0,
-                     "step_size": None, "schedule": "none", "scheduler": None,
-                     "train_images": 64, "test_images": 1000, "data_dir": None}
+                     "step_size": None, "update_bn": False, "schedule": "none",
+                     "scheduler": None, "train_images": 64, "test_images": 1000,
+                     "data_dir": None}
 
 
 def test_a_hand_made_checkpoint_is_not_resumed_blindly(tmp_path, run):
@@ -523,6 +525,8 @@ def test_resume_with_another_network_is_refused(run, request, tmp_path, saved, a
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--step-size", "2"], "--step-size applies to --schedule step only"),
     (["--weight-decay", "-1"], "--weight-decay must be a number >= 0"),
+    (["--no-batchnorm", "--update-bn"], "--update-bn re-estimates the statistics of BatchNorm "
+                                        "layers, and the plain LeNet (--no-batchnorm) has none"),
 ])
 def test_options_that_do_not_fit_the_network_or_optimizer_are_refused(run, tmp_path, args, told):
     """Exit code 2, as for every invalid option, before anything is made."""

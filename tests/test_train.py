@@ -191,3 +191,25 @@ def test_fit_skips_the_first_layers_input_gradient_on_the_fast_backend_only():
             assert all(grad_in is None for grad_in in seen)
         else:  # the layers as written compute everything
             assert all(grad_in.shape == (32, 1, 28, 28) for grad_in in seen)
+
+
+@pytest.mark.parametrize("form", ["arrays", "DataLoader", "batches", "test data"])
+def test_fit_refuses_integer_images_and_says_how_to_scale_them(form):
+    """uint8 pixels 0-255 (as image files store them) are not the floats in [0, 1] that the
+    layers and LeNet's recipe expect: refused before any step, with the conversion."""
+    raw = npnet.datasets.load_mnist_sample(raw=True)
+    x, y = raw.x_train[:64], raw.y_train[:64]
+    scaled = x.astype(np.float32) / 255
+    train, test = {"arrays": ((x, y), None),
+                   "DataLoader": (DataLoader(x, y, batch_size=32), None),
+                   "batches": (iter([(x[:32], y[:32]), (x[32:], y[32:])]), None),
+                   "test data": ((scaled, y), (raw.x_test[:10], raw.y_test[:10]))}[form]
+    net = lenet()
+    weights = [param.data.copy() for param in net.parameters()]
+    with pytest.raises(TypeError, match=r"fit got images of dtype uint8.*\[0, 1\].*"
+                                        r"x = x\.astype\(np\.float32\) / 255"):
+        fit(net, train, test, epochs=1, batch_size=32, progress=False, verbose=False)
+    for param, before in zip(net.parameters(), weights):
+        np.testing.assert_array_equal(param.data, before)  # nothing trained
+    with pytest.raises(TypeError, match=r"evaluate got images of dtype uint8"):
+        evaluate(net, raw.x_test[:10], raw.y_test[:10])

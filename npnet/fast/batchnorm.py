@@ -17,6 +17,7 @@ import numpy as np
 
 from .kernel import Kernel
 from .layout import from_batch_last
+from .workers import batch_total
 
 
 # Values per partial sum. A running float32 sum of M values can be off by about M * eps
@@ -59,14 +60,15 @@ class RowsCache(NamedTuple):
     inv_std: np.ndarray            # (F, 1)
     gamma: np.ndarray              # (F, 1)
     training: bool
+    count: int = 0                 # values per feature in the whole batch (training mode)
 
 
 def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, training):
     """npnet.batch_norm on x (F, M), one row per feature; gamma ... moving_var are (F, 1).
 
-    Returns (y (F, M), moving_mean, moving_var, cache).
+    Returns (y (F, M), moving_mean, moving_var, cache). M and the statistics are in x's
+    dtype (numpy 1.x turns float32 / 147456 into float64).
     """
-    M = x.dtype.type(x.shape[1])  # in x's dtype: numpy 1.x turns float32 / 147456 into float64
     if not training:
         # gamma (x - moving_mean) inv_std + beta as one scale and one shift per row: two
         # passes over x instead of four; backward recomputes x_hat if it is ever needed
@@ -76,33 +78,39 @@ def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, trai
         y += beta - moving_mean * scale
         return y, moving_mean, moving_var, RowsCache(None, x, moving_mean, inv_std, gamma,
                                                      False)
-    batch_mean = row_sum(x) / M
+    # batch_total: over the whole batch when workers (workers.py) each hold a part of it
+    sums, count = batch_total(row_sum(x), x.shape[1])
+    M = x.dtype.type(count)
+    batch_mean = sums / M
     x_hat = x - batch_mean  # centered; divided by the standard deviation below
-    batch_var = row_dot(x_hat, x_hat) / M
+    (squares,) = batch_total(row_dot(x_hat, x_hat))
+    batch_var = squares / M
     inv_std = 1.0 / np.sqrt(batch_var + eps)
     x_hat *= inv_std
     moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
     moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
     y = gamma * x_hat
     y += beta
-    return y, moving_mean, moving_var, RowsCache(x_hat, None, None, inv_std, gamma, True)
+    return y, moving_mean, moving_var, RowsCache(x_hat, None, None, inv_std, gamma, True, count)
 
 
 def batch_norm_rows_backward(grad_out, cache: RowsCache):
-    """grad_out (F, M) -> (grad_x (F, M), grad_gamma (F, 1), grad_beta (F, 1))."""
-    x_hat, x, moving_mean, inv_std, gamma, training = cache
+    """grad_out (F, M) -> (grad_x (F, M), grad_gamma (F, 1), grad_beta (F, 1)); with workers,
+    grad_gamma and grad_beta are this part's share (the workers' shares add up)."""
+    x_hat, x, moving_mean, inv_std, gamma, training, count = cache
     if not training:
         x_hat = (x - moving_mean) * inv_std
-    M = x_hat.dtype.type(x_hat.shape[1])  # keeps float32 on numpy 1.x (see batch_norm_rows)
     grad_gamma = row_dot(grad_out, x_hat)
     grad_beta = row_sum(grad_out)
     if not training:
         return grad_out * (gamma * inv_std), grad_gamma, grad_beta
+    sum_grad_gamma, sum_grad_beta = batch_total(grad_gamma, grad_beta)  # the whole batch's
+    M = x_hat.dtype.type(count)  # keeps float32 on numpy 1.x (see batch_norm_rows)
     # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy, computed in
     # one array (no temporaries of x's size)
-    grad_x = x_hat * (grad_gamma / M)  # x_hat mean(g x_hat) / gamma
+    grad_x = x_hat * (sum_grad_gamma / M)  # x_hat mean(g x_hat) / gamma
     np.subtract(grad_out, grad_x, out=grad_x)
-    grad_x -= grad_beta / M  # mean(g) / gamma
+    grad_x -= sum_grad_beta / M  # mean(g) / gamma
     grad_x *= gamma * inv_std
     return grad_x, grad_gamma, grad_beta
 

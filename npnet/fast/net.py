@@ -18,8 +18,12 @@ import numpy as np
 from ..container import Sequential, check_each_layer_once
 from ..module import (CacheState, Module, Parameter, check_not_empty, inside_network,
                       network_input, no_cache_message, parameter_changed_message)
+from ..dropout import Dropout
 from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noqa: F401
 from .layout import from_batch_last, to_batch_last
+from .proof import own_methods
+from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, default_workers, refresh,
+                      run_workers, structure, twin)
 
 
 class LastPass(NamedTuple):
@@ -28,6 +32,16 @@ class LastPass(NamedTuple):
     kernels: list        # the plan that ran, each kernel holding its cache
     output_shape: tuple  # batch first, for checking grad_out
     versions: list       # (parameter, its version) as the forward computed with it
+
+
+class SplitPass(NamedTuple):
+    """What a forward run by several workers leaves for backward (worker 0's kernels here,
+    the others' in their FastNets)."""
+
+    kernels: list
+    output_shape: tuple
+    versions: list
+    sizes: list          # the samples in each worker's part
 
 
 class FastNet:
@@ -40,18 +54,25 @@ class FastNet:
       do not require grad.
     """
 
-    def __init__(self, net: Module, input_grad: bool = False):
+    def __init__(self, net: Module, input_grad: bool = False, workers: int | None = None, *,
+                 _quiet: bool = False):
         if not isinstance(net, Module):
             raise TypeError(f"FastNet expects an npnet Module; got {type(net).__name__}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"FastNet expects workers >= 1 (threads, each on a part of the "
+                             f"batch); got {workers!r}")
         self.net = net
         self.input_grad = input_grad
-        self._planner = Planner(net)  # says each notice once per FastNet
+        self.workers = default_workers() if workers is None else workers
+        self._planner = Planner(net, announce=not _quiet)  # says each notice once per FastNet
         self._chain = self._planner.chain(self.layers, input_grad)
-        # what the last forward left for backward: a LastPass; AS_WRITTEN: the network ran
-        # as written, its layers keep their caches;
-        # None: no forward (or a failed one); a CacheState: used up by backward, or dropped
-        # by astype
+        # what the last forward left for backward: a LastPass (or a SplitPass, when workers
+        # ran the parts of the batch); AS_WRITTEN: the network ran as written, its layers
+        # keep their caches; None: no forward (or a failed one); a CacheState: used up by
+        # backward, or dropped by astype
         self._last = None
+        self._helpers: list = []  # FastNets over twins of net, for workers 1, 2, ...
+        self._helpers_of = None   # the structure of net they were made for
 
     def __getattr__(self, name):
         # only called for names FastNet itself lacks: parameters, state_dict, modules, ...
@@ -68,7 +89,7 @@ class FastNet:
 
     def astype(self, dtype) -> "FastNet":
         self.net.astype(dtype)
-        if isinstance(self._last, LastPass):  # what the kernels kept has the old dtype
+        if isinstance(self._last, (LastPass, SplitPass)):  # the kernels kept the old dtype
             self._release()
             self._last = CacheState.CONVERTED
         return self
@@ -98,6 +119,9 @@ class FastNet:
         kernels = self.plan(x)
         # the version of every parameter this forward computes with, for backward to check
         versions = [(param, param.version) for param in _parameters(kernels)]
+        parts = self._parts(x)
+        if len(parts) > 1:
+            return self._forward_parts(parts, kernels, versions)
         out = self._chain.forward(to_batch_last(x), kernels)
         out = np.ascontiguousarray(from_batch_last(out))
         if isinstance(self.net, Sequential):  # opened up: the chain ran its layers, not it
@@ -112,28 +136,87 @@ class FastNet:
         forward, a second time after one, after astype, and after a parameter changed."""
         if self._last is AS_WRITTEN:
             return self.net.backward(grad_out)
-        if not isinstance(self._last, LastPass):
+        if not isinstance(self._last, (LastPass, SplitPass)):
             raise RuntimeError(no_cache_message("FastNet", self._last))
-        kernels, out_shape, versions = self._last
-        for param, version in versions:
+        for param, version in self._last.versions:
             if param.version != version:
                 raise RuntimeError(parameter_changed_message(self._name_of(param), version,
                                                              param.version))
+        out_shape = self._last.output_shape
         grad_out = np.asarray(grad_out)
         if grad_out.shape != out_shape:
             raise ValueError(f"FastNet.backward expects grad_out of shape {out_shape} (the "
                              f"shape of its last output); got {grad_out.shape}")
-        grad = self._chain.backward(to_batch_last(grad_out))
+        if isinstance(self._last, SplitPass):
+            grads = self._backward_parts(grad_out)
+        else:
+            grads = [self._chain.backward(to_batch_last(grad_out))]
         self._release()
         self._last = CacheState.SPENT
-        if grad is None or not self.input_grad:
+        if grads[0] is None or not self.input_grad:
             return None
-        return np.ascontiguousarray(from_batch_last(grad))
+        if len(grads) == 1:
+            return np.ascontiguousarray(from_batch_last(grads[0]))
+        return np.ascontiguousarray(np.concatenate([from_batch_last(g) for g in grads], axis=0))
+
+    # ------------------------------------------------------------------- the workers
+    def _parts(self, x: np.ndarray) -> list:
+        """x cut into one part per worker (workers.py), or [x] when it runs on one: one
+        worker asked for, a batch too small to share, or a network that is not safe to run
+        on twins (hooks, which must see whole batches; Dropout, whose one generator draws
+        the masks in order; a learner's own layer, which may keep state of its own)."""
+        count = min(self.workers, len(x) // MIN_SAMPLES_PER_WORKER)
+        if count < 2 or not self._shareable():
+            return [x]
+        return np.array_split(x, count)
+
+    def _shareable(self) -> bool:
+        for module in self.net.modules():
+            if module._forward_hooks or module._backward_hooks or isinstance(module, Dropout):
+                return False
+            if kernel_for(module) is None or own_methods(module):
+                return False
+        return True
+
+    def _twin_nets(self, count: int) -> list:
+        """FastNets over ``count`` twins of the network (workers.py), up to date."""
+        shape = structure(self.net)
+        if self._helpers_of != shape or len(self._helpers) != count:
+            self._helpers = [FastNet(twin(self.net), self.input_grad, workers=1, _quiet=True)
+                             for _ in range(count)]
+            self._helpers_of = shape
+        for helper in self._helpers:
+            refresh(self.net, helper.net)
+        return self._helpers
+
+    def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
+        helpers = self._twin_nets(len(parts) - 1)
+        chains = [self._chain] + [helper._chain for helper in helpers]
+        plans = [kernels] + [helper.plan(part) for helper, part in zip(helpers, parts[1:])]
+        outs = run_workers(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
+                           len(parts))
+        out = np.ascontiguousarray(np.concatenate([from_batch_last(o) for o in outs], axis=0))
+        self._last = SplitPass(kernels, out.shape, versions, [len(part) for part in parts])
+        return out
+
+    def _backward_parts(self, grad_out: np.ndarray) -> list:
+        helpers = self._helpers
+        chains = [self._chain] + [helper._chain for helper in helpers]
+        grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
+        grads = run_workers(lambda k: chains[k].backward(to_batch_last(grad_parts[k])),
+                            len(chains))
+        for helper in helpers:
+            helper._chain.release()
+        add_twin_gradients(self.net, [helper.net for helper in helpers])
+        return grads
 
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
-        if isinstance(self._last, LastPass):
+        if isinstance(self._last, (LastPass, SplitPass)):
             self._chain.release()
+        if isinstance(self._last, SplitPass):
+            for helper in self._helpers:
+                helper._chain.release()
 
     def _name_of(self, param: Parameter) -> str:
         """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""
