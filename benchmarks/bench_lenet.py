@@ -1,7 +1,9 @@
 """Throughput of the book's 28x28 LeNet-BN: npnet against PyTorch CPU, in one process.
 
-    python benchmarks/bench_lenet.py                # 2 threads (the machine's cores)
+    python benchmarks/bench_lenet.py                # each side's defaults (2 cores here)
     python benchmarks/bench_lenet.py --threads 1    # both sides pinned to one thread
+    python benchmarks/bench_lenet.py --load         # with one busy process on the machine
+    python benchmarks/bench_lenet.py --threads 2 --npnet-workers 1   # npnet as before phase 6
     python benchmarks/bench_lenet.py --profile      # npnet's time per layer, forward/backward
     python benchmarks/bench_lenet.py --as-written   # npnet's layers as written, not FastNet
     python benchmarks/bench_lenet.py --quick        # a few iterations (CI): runs, times nothing
@@ -11,7 +13,11 @@ What is measured, on random 28x28 images (the same arrays on both sides), float3
 - evaluation (``model.eval()``, no gradients) at batch 256 and 1000.
 
 npnet's side runs the network through ``npnet.FastNet(model)``, the fast backend that ``fit``
-and ``evaluate`` use, created once. It is built with ``input_grad=False``: the images need no
+and ``evaluate`` use, created once, with its default number of workers (threads, each on a
+part of the batch, OpenBLAS held to one thread each: npnet/fast/workers.py) or
+``--npnet-workers``; ``--threads N`` gives npnet N workers and pins OpenBLAS and torch to N
+threads. ``--load`` starts one busy process (a Python loop) for the whole measurement: a
+learner's laptop always has something else running. It is built with ``input_grad=False``: the images need no
 gradient (as a torch input without ``requires_grad``), so the first convolution skips dL/dx.
 ``--as-written`` measures the plain ``Sequential`` instead: every layer's own forward and
 backward, as written. The FastNet's first call in each mode plans and proves its kernels
@@ -72,12 +78,15 @@ def npnet_train_step(model, optimizer, criterion):
     return step
 
 
+WORKERS = None  # npnet's workers: None for FastNet's default (set by main)
+
+
 def npnet_sides(as_written: bool = False):
     """(train_step, eval_fn) for npnet: through one ``npnet.FastNet`` over the model, or with
     ``as_written`` through the model itself (a plain Sequential)."""
     model = npnet_model()
     # the images need no gradient (torch: requires_grad=False), so input_grad=False
-    net = model if as_written else npnet.FastNet(model, input_grad=False)
+    net = model if as_written else npnet.FastNet(model, input_grad=False, workers=WORKERS)
     optimizer = npnet.SGD(model.parameters(), lr=LR)
     train = npnet_train_step(net, optimizer, npnet.CrossEntropyLoss())
 
@@ -369,7 +378,8 @@ def profile(iterations: int, as_written: bool) -> None:
     """npnet's time per layer, forward and backward, in training mode at batch 256."""
     images, labels = make_batch(BATCH)
     model = npnet_model()
-    net = model if as_written else npnet.FastNet(model, input_grad=False)
+    # one worker: the layers are timed one after another
+    net = model if as_written else npnet.FastNet(model, input_grad=False, workers=1)
     rows = profile_layers(model, net, images, labels, iterations=iterations)
     total_forward = sum(row[1] for row in rows)
     total_backward = sum(row[2] for row in rows)
@@ -393,7 +403,12 @@ def profile(iterations: int, as_written: bool) -> None:
 # ----------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for each side (npnet: workers); default: each side's own")
+    parser.add_argument("--npnet-workers", type=int, default=None,
+                        help="npnet's workers, whatever --threads says")
+    parser.add_argument("--load", action="store_true",
+                        help="run everything with one busy process on the machine")
     parser.add_argument("--quick", action="store_true", help="a few iterations, for CI")
     parser.add_argument("--profile", action="store_true", help="npnet's time per layer")
     parser.add_argument("--as-written", action="store_true",
@@ -406,21 +421,48 @@ def main() -> None:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    global WORKERS
+    WORKERS = args.npnet_workers if args.npnet_workers is not None else args.threads
     if args.memory_child:
         memory_child(args.memory_child, args.threads, args.as_written)
         return
-    set_threads(args.threads)
+    if args.threads is not None:
+        set_threads(args.threads)
+    busy = start_busy_process() if args.load else None
+    try:
+        measure(args)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def start_busy_process() -> subprocess.Popen:
+    """One process that keeps one core busy (a pure Python loop) until killed."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(1.0)  # running before anything is timed
+    return busy
+
+
+def measure(args) -> None:
     blocks, iterations, warmup = (1, 2, 1) if args.quick else (args.blocks, 10, 5)
     use_torch = have_torch() and not args.no_torch
     kinds = ["scratch", "nn"] if args.torch_bn == "both" else [args.torch_bn]
 
-    print(f"LeNet-BN 28x28, float32, {args.threads} thread(s); numpy {np.__version__}", end="")
+    from npnet.fast.workers import default_workers
+    threads = "each side's default threads" if args.threads is None else \
+        f"{args.threads} thread(s)"
+    workers = default_workers() if WORKERS is None else WORKERS
+    print(f"LeNet-BN 28x28, float32, {threads}, npnet {workers} worker(s); numpy "
+          f"{np.__version__}", end="")
     if use_torch:
         import torch
-        print(f", torch {torch.__version__}", end="")
+        print(f", torch {torch.__version__} ({torch.get_num_threads()} threads)", end="")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"; load average {load:.2f} before the run")
-    if load > 0.9:
+    if args.load:
+        print("--load: one busy process (a Python loop) runs during every measurement")
+    elif load > 0.9:
         print("note: other processes are running; with 2 threads OpenBLAS then waits for a "
               "busy core (see benchmarks/README.md), and the numbers mean little")
 
@@ -460,14 +502,15 @@ def main() -> None:
     print_table(rows, names)
 
     if not args.quick:
-        peaks = {name: peak_memory_mib(name, args.threads, args.as_written) for name in names}
+        peaks = {name: peak_memory_mib(name, args.threads or os.cpu_count() or 1,
+                                       args.as_written) for name in names}
         line = f"{'peak MiB, training step':<26}"
         line += "".join(f"{'?' if peaks[n] is None else f'{peaks[n]:.1f}':>15}" for n in names)
         print(line)
         print(f"npnet's peak by tracemalloc (numpy allocations during one step, after a first "
               f"step): {tracemalloc_peak_mib(args.as_written):.1f} MiB")
     if args.profile:
-        if args.threads > 1 and load > 0.9:
+        if (args.threads or 2) > 1 and load > 0.9:
             print("\nnote: the per-layer profile at more than one thread is only meaningful on "
                   "an idle machine: each OpenBLAS product may wait for a core (rows of ~16 ms)")
         profile(3 if args.quick else 20, args.as_written)

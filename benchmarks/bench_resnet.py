@@ -45,10 +45,10 @@ LR = 0.1
 MODELS = {"resnet": resnet, "densenet": densenet}
 
 
-def npnet_sides(model_name: str):
+def npnet_sides(model_name: str, workers: int | None = None):
     npnet.manual_seed(0)
     model = MODELS[model_name]()
-    fast = npnet.FastNet(model, input_grad=False)
+    fast = npnet.FastNet(model, input_grad=False, workers=workers)
     optimizer, criterion = npnet.SGD(model.parameters(), lr=LR), npnet.CrossEntropyLoss()
 
     def train_step(images, labels):
@@ -144,7 +144,7 @@ def kind_of(kernel) -> str:
 def profile(model_name: str, iterations: int) -> None:
     """Milliseconds per training step spent in each kind of kernel, forward and backward. A
     block's own line counts its sum or join only: time inside nested kernels is theirs."""
-    train_step, _, _, _ = npnet_sides(model_name)
+    train_step, _, _, _ = npnet_sides(model_name, workers=1)  # kernels timed one at a time
     images, labels = make_batch(BATCH)
     train_step(images, labels)  # plans and proves
     totals = defaultdict(float)
@@ -211,7 +211,8 @@ def main() -> None:
     blocks, iterations, warmup = (1, 1, 1) if args.quick else (args.blocks, 3, 2)
     use_torch = have_torch() and not args.no_torch
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    print(f"{args.model} 28x28, float32, {args.threads} thread(s); numpy {np.__version__}"
+    print(f"{args.model} 28x28, float32, {args.threads} thread(s) (npnet: workers); numpy "
+          f"{np.__version__}"
           f"; load average {load:.2f} before the run")
     npnet.manual_seed(0)
     print(f"parameters {sum(p.data.size for p in MODELS[args.model]().parameters()):,}; "
@@ -219,7 +220,7 @@ def main() -> None:
           f"{MODELS[args.model]().summary((1, 28, 28)).total_macs:,}")
 
     images, labels = make_batch(BATCH)
-    train_step, evaluate, _, _ = npnet_sides(args.model)
+    train_step, evaluate, _, _ = npnet_sides(args.model, workers=args.threads)
     sides = {"npnet": (train_step, evaluate)}
     if use_torch:
         import torch

@@ -67,6 +67,7 @@ import argparse
 import contextlib
 import errno
 import math
+import os
 import signal
 import sys
 import threading
@@ -229,7 +230,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "kernels are each checked against the layers as written first "
                              "(setting the environment variable NPNET_FAST=0 is the same as "
                              "--no-fast)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads npnet uses: N workers on the fast backend, each on a "
+                             "part of every batch (with NumPy's BLAS at one thread each); with "
+                             "--threads 1 NumPy's BLAS is held to one thread as well. Default: "
+                             "the environment variable NPNET_THREADS, else the cores this "
+                             "process may use")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be 1 or more; got {args.threads}")
     if args.epochs < 0 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--epochs must be >= 0, --batch-size and --limit >= 1")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
@@ -315,6 +324,8 @@ def main(argv=None) -> None:
     import matplotlib.figure  # noqa: F401
     status = {"interrupted": "interrupted; nothing was saved"}
     restore_sigterm = stop_on_sigterm()
+    if args.threads is not None:
+        use_threads(args.threads)
     try:
         train(args, status)
     except Failure as failure:
@@ -325,6 +336,15 @@ def main(argv=None) -> None:
         sys.exit(130)
     finally:
         restore_sigterm()
+
+
+def use_threads(threads: int) -> None:
+    """--threads: the FastNets that fit and evaluate make take ``threads`` workers; with one,
+    NumPy's BLAS is held to one thread too (threadpoolctl), for the whole run."""
+    os.environ["NPNET_THREADS"] = str(threads)
+    if threads == 1:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1, user_api="blas")
 
 
 def stop_on_sigterm():
