@@ -200,7 +200,10 @@ def all_kernel_classes() -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for each side (npnet: workers)")
+    parser.add_argument("--npnet-workers", type=int, default=None,
+                        help="npnet's workers, whatever --threads says")
     parser.add_argument("--quick", action="store_true", help="a few iterations, for CI")
     parser.add_argument("--profile", action="store_true", help="npnet's time per kernel kind")
     parser.add_argument("--no-torch", action="store_true", help="measure npnet only")
@@ -220,7 +223,9 @@ def main() -> None:
           f"{MODELS[args.model]().summary((1, 28, 28)).total_macs:,}")
 
     images, labels = make_batch(BATCH)
-    train_step, evaluate, _, _ = npnet_sides(args.model, workers=args.threads)
+    workers = args.threads if args.npnet_workers is None else args.npnet_workers
+    print(f"npnet: {workers} worker(s)")
+    train_step, evaluate, _, _ = npnet_sides(args.model, workers=workers)
     sides = {"npnet": (train_step, evaluate)}
     if use_torch:
         import torch

@@ -183,3 +183,23 @@ def test_update_bn_re_estimates_the_statistics_and_resumes_bitwise(tmp_path):
     assert all(not np.array_equal(straight[key], without[key]) for key in moving)
     for key in [*weights, *moving]:
         np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+
+
+def test_threads_one_and_two_train_the_same_run(first_run, tmp_path):
+    """--threads 2: two workers, each on half of every batch (npnet/fast/workers.py), give
+    the one-thread run to float32 rounding."""
+    first_tmp, _ = first_run
+    one = json.loads((first_tmp / "runs" / "sample-bn" / "history.json").read_text())
+    for threads in ("1", "2"):
+        out = tmp_path / threads
+        run_example(tmp_path, "--dataset", "sample", "--epochs", "1", "--limit", "1000",
+                    "--threads", threads, "--out", str(out))
+        history = json.loads((out / "history.json").read_text())
+        np.testing.assert_allclose(history["train_loss"], one["train_loss"][:1], rtol=1e-4)
+        assert abs(history["test_acc"][0] - one["test_acc"][0]) <= 0.01
+
+
+def test_threads_must_be_positive(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--threads", "0"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--threads must be 1 or more; got 0" in result.stderr
