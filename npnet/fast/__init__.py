@@ -15,6 +15,8 @@ layers through kernels of its own instead, for speed:
 - proof.py      the check each kernel passes before it runs
 - chain.py      which kernel runs each layer (``KERNELS``); planning, proving, running a chain
 - net.py        ``FastNet``: a network's layers as one chain, batch moved last once
+- workers.py    a batch cut into one part per core, each run on a thread of its own; the
+                parts add up BatchNorm's sums, so the statistics are the whole batch's
 
 A kernel runs only where it has been shown, on a tiny float64 batch, to give the output and
 every gradient that the layers as written give (proof.py). Where it does not (a layer was
