@@ -35,10 +35,15 @@ def test_two_workers_give_the_one_worker_results(name, training, dtype):
     make, shape = NETWORKS[name]
     one, two = twins(make, dtype=dtype, training=training)
     x, labels = batch(shape, dtype=dtype)
-    split = FastNet(two, input_grad=True, workers=2)
-    expected = step_results(FastNet(one, input_grad=True, workers=1), x, labels)
+    split, alone = FastNet(two, input_grad=True, workers=2), FastNet(one, input_grad=True,
+                                                                       workers=1)
+    # a plan's first pass runs on one worker (its blocks plan their kernels there): the
+    # second one is split
+    step_results(alone, x, labels), step_results(split, x, labels)
+    assert split._helpers == []
+    expected = step_results(alone, x, labels)
     got = step_results(split, x, labels)
-    assert split._last is not None and len(split._helpers) == 1  # it did run on two
+    assert len(split._helpers) == 1  # it did run on two
     if dtype == np.float32 and name in ("resnet", "densenet"):
         assert_same_but_at_relu_kinks(expected, got)
     else:
@@ -67,8 +72,51 @@ def assert_same_but_at_relu_kinks(expected: dict, got: dict) -> None:
 def test_uneven_parts_and_three_workers_in_float64():
     one, three = twins(lambda: lenet(batch_norm=True))
     x, labels = batch((1, 28, 28), count=53)  # 18 + 18 + 17
-    expected = step_results(FastNet(one, input_grad=True, workers=1), x, labels)
-    got = step_results(FastNet(three, input_grad=True, workers=3), x, labels)
+    runners = FastNet(one, input_grad=True, workers=1), FastNet(three, input_grad=True,
+                                                                 workers=3)
+    for runner in runners:
+        step_results(runner, x, labels)  # the first pass of a plan: on one worker
+    expected, got = (step_results(runner, x, labels) for runner in runners)
+    assert len(runners[1]._helpers) == 2
+    assert_same(expected, got, np.float64)
+
+
+def test_every_plan_is_made_on_the_calling_thread(monkeypatch):
+    """A block's branches plan (and prove) their kernels at their first pass; were that on a
+    worker's thread, the proof's BatchNorm would join the workers' exchange."""
+    import threading
+
+    from npnet.fast.chain import Planner
+    threads = []
+    original = Planner._make_plan
+    monkeypatch.setattr(Planner, "_make_plan", lambda self, *args: (
+        threads.append(threading.current_thread().name), original(self, *args))[1])
+    npnet.manual_seed(0)
+    fast = FastNet(resnet(), workers=2)
+    x, labels = batch((1, 28, 28), count=40)
+    for _ in range(3):
+        step_results(fast, x, labels)
+    assert len(fast._helpers) == 1 and set(threads) == {threading.current_thread().name}
+
+
+def test_a_layer_run_as_written_keeps_the_batch_on_one_worker(monkeypatch):
+    """An edited BatchNorm runs as written; on half a batch it would take half a batch's
+    statistics, so the whole network stays on one worker, and gives the one-worker numbers."""
+    import warnings
+
+    from npnet import batchnorm
+    original = batchnorm.batch_norm_backward
+    monkeypatch.setattr(batchnorm, "batch_norm_backward",
+                        lambda grad_out, cache: tuple(2 * g for g in original(grad_out, cache)))
+    one, two = twins(lambda: lenet(batch_norm=True))
+    x, labels = batch((1, 28, 28))
+    runners = FastNet(one, workers=1), FastNet(two, workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", npnet.FastPathWarning)
+        for runner in runners:
+            step_results(runner, x, labels)
+        expected, got = (step_results(runner, x, labels) for runner in runners)
+    assert runners[1]._helpers == []
     assert_same(expected, got, np.float64)
 
 
@@ -96,14 +144,17 @@ def test_a_wrong_batchnorm_exchange_would_be_caught():
 
     one, two = twins(lambda: lenet(batch_norm=True))
     x, labels = batch((1, 28, 28))
-    expected = step_results(FastNet(one, workers=1), x, labels)
+    alone, split = FastNet(one, workers=1), FastNet(two, workers=2)
+    step_results(alone, x, labels), step_results(split, x, labels)  # a plan's first pass
+    expected = step_results(alone, x, labels)
     original = workers.batch_total
     try:
         import npnet.fast.batchnorm as fast_batchnorm
         fast_batchnorm.batch_total = lambda *arrays: arrays  # each part on its own
-        got = step_results(FastNet(two, workers=2), x, labels)
+        got = step_results(split, x, labels)
     finally:
         fast_batchnorm.batch_total = original
+    assert len(split._helpers) == 1
     assert not np.allclose(got["logits"], expected["logits"], rtol=1e-6)
 
 

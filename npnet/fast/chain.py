@@ -43,6 +43,7 @@ from .layout import from_batch_last
 from .linear import FlattenKernel, LinearKernel
 from .pool import AdaptiveAvgPool2dKernel, AvgPool2dKernel
 from .proof import PROOF_BATCH, ROOTS, code_versions, own_methods, prove, reference_output
+from .workers import alone
 
 # layer class -> its kernel (a subclass that keeps its parent's forward and backward too)
 KERNELS = {
@@ -159,12 +160,21 @@ class Planner:
         self._verdicts: dict = {}
         self._announced: set = set()
 
+    @property
+    def announced(self) -> bool:
+        """Whether this planner has named a layer that runs as written."""
+        return bool(self._announced)
+
     def chain(self, layers_of, input_grad: bool) -> Chain:
         return Chain(layers_of, self, input_grad)
 
     def make_plan(self, layers: list, sample_shape: tuple, input_grad: bool) -> list:
         """Kernels for ``layers`` on samples of ``sample_shape`` (batch-last, batch left out),
         each proven on a float64 batch that has gone through the layers before it."""
+        with alone():  # a proof's BatchNorm sums its own batch, whatever thread runs it
+            return self._make_plan(layers, sample_shape, input_grad)
+
+    def _make_plan(self, layers: list, sample_shape: tuple, input_grad: bool) -> list:
         if len(self._verdicts) > 64 * MAX_PLANS:
             self._verdicts.clear()
         names = {} if self.root is None or not self.announce else \

@@ -73,6 +73,7 @@ class FastNet:
         self._last = None
         self._helpers: list = []  # FastNets over twins of net, for workers 1, 2, ...
         self._helpers_of = None   # the structure of net they were made for
+        self._ran_alone: set = set()  # ids of the plans that ran once on one worker
 
     def __getattr__(self, name):
         # only called for names FastNet itself lacks: parameters, state_dict, modules, ...
@@ -119,7 +120,9 @@ class FastNet:
         kernels = self.plan(x)
         # the version of every parameter this forward computes with, for backward to check
         versions = [(param, param.version) for param in _parameters(kernels)]
-        parts = self._parts(x)
+        # a plan runs on workers only after one pass on one: by then every kernel inside a
+        # block is planned too, and every layer that runs as written has been named
+        parts = self._parts(x) if id(kernels) in self._ran_alone else [x]
         if len(parts) > 1:
             return self._forward_parts(parts, kernels, versions)
         out = self._chain.forward(to_batch_last(x), kernels)
@@ -128,6 +131,7 @@ class FastNet:
             for hook in self.net._forward_hooks:
                 hook(self.net, x, out)
         self._last = LastPass(kernels, out.shape, versions)
+        self._ran_alone.add(id(kernels))
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -171,6 +175,10 @@ class FastNet:
         return np.array_split(x, count)
 
     def _shareable(self) -> bool:
+        if self._planner.announced:
+            # a layer runs as written (edited, or its kernel disagrees): on a part of the
+            # batch, an edited BatchNorm would take statistics of that part only
+            return False
         for module in self.net.modules():
             if module._forward_hooks or module._backward_hooks or isinstance(module, Dropout):
                 return False
@@ -192,7 +200,15 @@ class FastNet:
     def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
         helpers = self._twin_nets(len(parts) - 1)
         chains = [self._chain] + [helper._chain for helper in helpers]
-        plans = [kernels] + [helper.plan(part) for helper, part in zip(helpers, parts[1:])]
+        plans = []
+        for helper, part in zip(helpers, parts[1:]):
+            plan = helper.plan(part)
+            if id(plan) not in helper._ran_alone:
+                # once, here on one thread: the twin's blocks plan (and prove) their kernels
+                helper._forward(part)
+                helper._release()
+            plans.append(plan)
+        plans = [kernels] + plans
         outs = run_workers(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
                            len(parts))
         out = np.ascontiguousarray(np.concatenate([from_batch_last(o) for o in outs], axis=0))

@@ -73,6 +73,11 @@ class Exchange:
     def total(self, worker: int, arrays: tuple) -> tuple:
         self.slots[worker] = arrays
         self.barrier.wait()
+        shapes = {tuple(np.shape(array) for array in slot) for slot in self.slots}
+        if len(shapes) > 1:  # the workers are at different BatchNorms: never add those up
+            self.barrier.abort()
+            raise RuntimeError(f"npnet.fast workers out of step: partial sums of shapes "
+                               f"{sorted(shapes)} met at one exchange")
         totals = []
         for i in range(len(arrays)):
             total = self.slots[0][i]
