@@ -22,8 +22,8 @@ from ..dropout import Dropout
 from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noqa: F401
 from .layout import from_batch_last, to_batch_last
 from .proof import own_methods
-from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, default_workers, refresh,
-                      run_workers, structure, twin)
+from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, alone, default_workers,
+                      refresh, run_workers, structure, twin)
 
 
 class LastPass(NamedTuple):
@@ -73,7 +73,7 @@ class FastNet:
         self._last = None
         self._helpers: list = []  # FastNets over twins of net, for workers 1, 2, ...
         self._helpers_of = None   # the structure of net they were made for
-        self._ran_alone: set = set()  # ids of the plans that ran once on one worker
+        self._planned_ahead: set = set()  # ids of the plans whose blocks are planned too
 
     def __getattr__(self, name):
         # only called for names FastNet itself lacks: parameters, state_dict, modules, ...
@@ -120,18 +120,17 @@ class FastNet:
         kernels = self.plan(x)
         # the version of every parameter this forward computes with, for backward to check
         versions = [(param, param.version) for param in _parameters(kernels)]
-        # a plan runs on workers only after one pass on one: by then every kernel inside a
-        # block is planned too, and every layer that runs as written has been named
-        parts = self._parts(x) if id(kernels) in self._ran_alone else [x]
+        parts = self._parts(x)
         if len(parts) > 1:
-            return self._forward_parts(parts, kernels, versions)
+            self._plan_ahead(kernels, x)
+            if not self._planner.announced:  # else a layer runs as written: see _shareable
+                return self._forward_parts(parts, kernels, versions)
         out = self._chain.forward(to_batch_last(x), kernels)
         out = np.ascontiguousarray(from_batch_last(out))
         if isinstance(self.net, Sequential):  # opened up: the chain ran its layers, not it
             for hook in self.net._forward_hooks:
                 hook(self.net, x, out)
         self._last = LastPass(kernels, out.shape, versions)
-        self._ran_alone.add(id(kernels))
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -174,6 +173,25 @@ class FastNet:
             return [x]
         return np.array_split(x, count)
 
+    def _plan_ahead(self, kernels: list, x: np.ndarray) -> None:
+        """Once per plan, before its first pass on workers: run it on two samples of x here,
+        on the calling thread, and put every buffer back. The kernels inside residual and
+        dense blocks plan (and prove) themselves at their first pass; this keeps that off the
+        workers' threads, where a proof's BatchNorm would join the workers' exchange, and
+        names any layer that runs as written before the batch is cut."""
+        if id(kernels) in self._planned_ahead:
+            return
+        buffers = [(module, name, getattr(module, name)) for module in self.net.modules()
+                   for name in module._buffer_names]
+        try:
+            with alone():
+                self._chain.forward(to_batch_last(x[:2]), kernels)
+        finally:
+            for module, name, value in buffers:  # BatchNorm replaces its arrays: put back
+                object.__setattr__(module, name, value)
+            self._chain.release()
+        self._planned_ahead.add(id(kernels))
+
     def _shareable(self) -> bool:
         if self._planner.announced:
             # a layer runs as written (edited, or its kernel disagrees): on a part of the
@@ -200,15 +218,10 @@ class FastNet:
     def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
         helpers = self._twin_nets(len(parts) - 1)
         chains = [self._chain] + [helper._chain for helper in helpers]
-        plans = []
+        plans = [kernels]
         for helper, part in zip(helpers, parts[1:]):
-            plan = helper.plan(part)
-            if id(plan) not in helper._ran_alone:
-                # once, here on one thread: the twin's blocks plan (and prove) their kernels
-                helper._forward(part)
-                helper._release()
-            plans.append(plan)
-        plans = [kernels] + plans
+            plans.append(helper.plan(part))
+            helper._plan_ahead(plans[-1], part)
         outs = run_workers(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
                            len(parts))
         out = np.ascontiguousarray(np.concatenate([from_batch_last(o) for o in outs], axis=0))

@@ -67,7 +67,9 @@ class Exchange:
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.barrier = threading.Barrier(workers)
+        # the timeout is a last resort: a worker that never comes (never seen) ends the pass
+        # with an error instead of leaving the others waiting for ever
+        self.barrier = threading.Barrier(workers, timeout=600)
         self.slots: list = [None] * workers
 
     def total(self, worker: int, arrays: tuple) -> tuple:
@@ -214,31 +216,43 @@ def _threads(count: int):
 def run_workers(work, count: int) -> list:
     """[work(0), ..., work(count - 1)], each on a thread of its own (work(0) on this one),
     sharing one Exchange, with BLAS held to one thread. If one raises, the others are
-    released from the exchange and its error is raised here."""
+    released from the exchange and its error is raised here. So is a Ctrl-C that lands on
+    this thread anywhere in between: the other workers never wait for it forever."""
     exchange = Exchange(count)
 
     def as_worker(k):
         with working_as(exchange, k):
-            try:
-                return work(k)
-            except BaseException:
-                exchange.abort()  # the others would wait for this one forever
-                raise
+            return work(k)
 
+    results, errors, futures = [None] * count, [], []
+    # one BLAS thread until the last worker is done: a product that a worker still runs after
+    # the limit is lifted would take two threads, and round otherwise
     with BlasThreads.one_per_worker():
-        futures = [_threads(count - 1).submit(as_worker, k) for k in range(1, count)]
-        results, errors = [None] * count, []
         try:
+            for k in range(1, count):
+                futures.append(_threads(count - 1).submit(_released_on_error, as_worker, k,
+                                                          exchange))
             results[0] = as_worker(0)
         except BaseException as error:  # noqa: BLE001 - raised below, after the others end
+            exchange.abort()  # the others would wait for this one forever
             errors.append(error)
         for k, future in enumerate(futures, 1):
             try:
                 results[k] = future.result()
             except BaseException as error:  # noqa: BLE001
+                exchange.abort()
                 errors.append(error)
     if errors:
         # the first error that is not another worker's release from the exchange
         raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
                    errors[0])
     return results
+
+
+def _released_on_error(as_worker, k: int, exchange: Exchange):
+    """A worker on a pool thread: if it fails, the others are released from the exchange."""
+    try:
+        return as_worker(k)
+    except BaseException:
+        exchange.abort()
+        raise
