@@ -200,59 +200,58 @@ class BlasThreads:
 
 
 # ------------------------------------------------------------------------ running them
-_pool = None  # one pool of threads for every FastNet, made on first use
-_pool_lock = threading.Lock()
+class _Worker(threading.Thread):
+    """One worker's pass on a daemon thread of its own: a thread that never ends cannot keep
+    the program from exiting, nor a Ctrl-C from ending it."""
 
+    def __init__(self, work):
+        super().__init__(name="npnet-worker", daemon=True)
+        self.work, self.result, self.error = work, None, None
 
-def _threads(count: int):
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < count:
-            from concurrent.futures import ThreadPoolExecutor
-            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="npnet-worker")
-        return _pool
+    def run(self) -> None:
+        try:
+            self.result = self.work()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            self.error = error
 
 
 def run_workers(work, count: int) -> list:
     """[work(0), ..., work(count - 1)], each on a thread of its own (work(0) on this one),
-    sharing one Exchange, with BLAS held to one thread. If one raises, the others are
-    released from the exchange and its error is raised here. So is a Ctrl-C that lands on
-    this thread anywhere in between: the other workers never wait for it forever."""
+    sharing one Exchange, with BLAS held to one thread until the last is done (a product that
+    a worker ran after the limit was lifted would take two threads, and round otherwise). If
+    one raises, the others are released from the exchange and its error is raised here; so is
+    a Ctrl-C, which this thread notices within 0.1 s while it waits."""
     exchange = Exchange(count)
 
     def as_worker(k):
         with working_as(exchange, k):
-            return work(k)
+            try:
+                return work(k)
+            except BaseException:
+                exchange.abort()  # the others would wait for this one forever
+                raise
 
-    results, errors, futures = [None] * count, [], []
-    # one BLAS thread until the last worker is done: a product that a worker still runs after
-    # the limit is lifted would take two threads, and round otherwise
+    results, errors, threads = [None] * count, [], []
     with BlasThreads.one_per_worker():
         try:
             for k in range(1, count):
-                futures.append(_threads(count - 1).submit(_released_on_error, as_worker, k,
-                                                          exchange))
+                threads.append(_Worker(lambda k=k: as_worker(k)))
+                threads[-1].start()
             results[0] = as_worker(0)
-        except BaseException as error:  # noqa: BLE001 - raised below, after the others end
-            exchange.abort()  # the others would wait for this one forever
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.1)  # a timeout: a Ctrl-C is raised here, between waits
+        except BaseException as error:  # noqa: BLE001 - raised below
+            exchange.abort()
             errors.append(error)
-        for k, future in enumerate(futures, 1):
-            try:
-                results[k] = future.result()
-            except BaseException as error:  # noqa: BLE001
-                exchange.abort()
-                errors.append(error)
+            for thread in threads:
+                thread.join(2.0)  # let the others leave the kernels they are in
+    for k, thread in enumerate(threads, 1):
+        if thread.error is not None:
+            errors.append(thread.error)
+        results[k] = thread.result
     if errors:
         # the first error that is not another worker's release from the exchange
         raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
                    errors[0])
     return results
-
-
-def _released_on_error(as_worker, k: int, exchange: Exchange):
-    """A worker on a pool thread: if it fails, the others are released from the exchange."""
-    try:
-        return as_worker(k)
-    except BaseException:
-        exchange.abort()
-        raise
