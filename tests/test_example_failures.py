@@ -425,7 +425,15 @@ def run_script(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
                NPNET_FASHION_MNIST_MIRRORS=DEAD_MIRROR)
     return subprocess.Popen([sys.executable, str(SCRIPT), *args, "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint, **popen)
+
+
+def default_sigint() -> None:
+    """In the child, before Python starts: Ctrl-C's default action. A test run started in the
+    background by a shell (`pytest &`) inherits SIGINT ignored, and Python then keeps
+    ignoring it, so a SIGINT sent to the child would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("args, phrase", [
