@@ -45,7 +45,7 @@ import numpy as np
 
 from npnet.datasets import DatasetError, load_mnist, load_mnist_sample
 from npnet.models import lenet
-from npnet.plots import save_figure_atomically
+from npnet.plots import new_figure, save_figure_atomically
 from npnet.train import evaluate, fit
 from npnet.update_bn import update_bn
 
@@ -90,12 +90,9 @@ def run(data, epochs: int = 10, lr: float = 1.0, batch_size: int = 256, seed: in
 def plot(result: dict, path: str, title: str, subset_batches: int | None) -> None:
     """Left: test accuracy per epoch with the moving averages and re-estimated (and the train
     accuracy, measured on the fly in training mode). Right: the two test losses."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     history = result["history"]
     epochs = np.arange(1, len(history) + 1)
-    fig = Figure(figsize=(10, 3.8))
+    fig = new_figure(figsize=(10, 3.8))  # with the Agg canvas
     acc_ax, loss_ax = fig.subplots(1, 2)
     acc_ax.plot(epochs, history.test_acc, "-", marker="o", color=COLORS["moving"],
                 label="test acc, moving averages (as trained)")
@@ -120,7 +117,6 @@ def plot(result: dict, path: str, title: str, subset_batches: int | None) -> Non
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    FigureCanvasAgg(fig)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_figure_atomically(fig, path, dpi=110)

@@ -29,19 +29,10 @@ from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, alone, default
 class LastPass(NamedTuple):
     """What a FastNet's forward leaves for its backward."""
 
-    kernels: list        # the plan that ran, each kernel holding its cache
+    kernels: list        # the plan that ran, each kernel holding its cache (worker 0's)
     output_shape: tuple  # batch first, for checking grad_out
     versions: list       # (parameter, its version) as the forward computed with it
-
-
-class SplitPass(NamedTuple):
-    """What a forward run by several workers leaves for backward (worker 0's kernels here,
-    the others' in their FastNets)."""
-
-    kernels: list
-    output_shape: tuple
-    versions: list
-    sizes: list          # the samples in each worker's part
+    sizes: tuple = ()    # the samples in each worker's part, when workers ran the batch
 
 
 class FastNet:
@@ -66,10 +57,9 @@ class FastNet:
         self.workers = default_workers() if workers is None else workers
         self._planner = Planner(net, announce=not _quiet)  # says each notice once per FastNet
         self._chain = self._planner.chain(self.layers, input_grad)
-        # what the last forward left for backward: a LastPass (or a SplitPass, when workers
-        # ran the parts of the batch); AS_WRITTEN: the network ran as written, its layers
-        # keep their caches; None: no forward (or a failed one); a CacheState: used up by
-        # backward, or dropped by astype
+        # what the last forward left for backward: a LastPass; AS_WRITTEN: the network ran
+        # as written, its layers keep their caches; None: no forward (or a failed one); a
+        # CacheState: used up by backward, or dropped by astype
         self._last = None
         self._helpers: list = []  # FastNets over twins of net, for workers 1, 2, ...
         self._helpers_of = None   # the structure of net they were made for
@@ -90,7 +80,7 @@ class FastNet:
 
     def astype(self, dtype) -> "FastNet":
         self.net.astype(dtype)
-        if isinstance(self._last, (LastPass, SplitPass)):  # the kernels kept the old dtype
+        if isinstance(self._last, LastPass):  # the kernels kept the old dtype
             self._release()
             self._last = CacheState.CONVERTED
         return self
@@ -139,7 +129,7 @@ class FastNet:
         forward, a second time after one, after astype, and after a parameter changed."""
         if self._last is AS_WRITTEN:
             return self.net.backward(grad_out)
-        if not isinstance(self._last, (LastPass, SplitPass)):
+        if not isinstance(self._last, LastPass):
             raise RuntimeError(no_cache_message("FastNet", self._last))
         for param, version in self._last.versions:
             if param.version != version:
@@ -150,7 +140,7 @@ class FastNet:
         if grad_out.shape != out_shape:
             raise ValueError(f"FastNet.backward expects grad_out of shape {out_shape} (the "
                              f"shape of its last output); got {grad_out.shape}")
-        if isinstance(self._last, SplitPass):
+        if self._last.sizes:
             grads = self._backward_parts(grad_out)
         else:
             grads = [self._chain.backward(to_batch_last(grad_out))]
@@ -225,7 +215,7 @@ class FastNet:
         outs = run_workers(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
                            len(parts))
         out = np.ascontiguousarray(np.concatenate([from_batch_last(o) for o in outs], axis=0))
-        self._last = SplitPass(kernels, out.shape, versions, [len(part) for part in parts])
+        self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
         return out
 
     def _backward_parts(self, grad_out: np.ndarray) -> list:
@@ -241,11 +231,11 @@ class FastNet:
 
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
-        if isinstance(self._last, (LastPass, SplitPass)):
+        if isinstance(self._last, LastPass):
             self._chain.release()
-        if isinstance(self._last, SplitPass):
-            for helper in self._helpers:
-                helper._chain.release()
+            if self._last.sizes:
+                for helper in self._helpers:
+                    helper._chain.release()
 
     def _name_of(self, param: Parameter) -> str:
         """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""

@@ -33,8 +33,6 @@ import numpy as np
 from ..module import Module, Parameter
 
 MIN_SAMPLES_PER_WORKER = 16  # below this, a part is too small to be worth a thread
-
-
 DEFAULT_MAX_WORKERS = 2  # the most workers a FastNet takes when not told (measured: README, Speed)
 
 
@@ -66,7 +64,6 @@ class Exchange:
     same numbers, whatever order the threads arrive in)."""
 
     def __init__(self, workers: int):
-        self.workers = workers
         # the timeout is a last resort: a worker that never comes (never seen) ends the pass
         # with an error instead of leaving the others waiting for ever
         self.barrier = threading.Barrier(workers, timeout=600)
@@ -133,7 +130,7 @@ def twin(module: Module) -> Module:
             object.__setattr__(copied, name, _twin_parameter(value))
         elif isinstance(value, Module):
             object.__setattr__(copied, name, twin(value))
-        elif isinstance(value, list) and any(isinstance(item, Module) for item in value):
+        elif _holds_modules(value):
             object.__setattr__(copied, name, [twin(item) for item in value])  # Sequential
     object.__setattr__(copied, "cache", None)
     return copied
@@ -145,15 +142,15 @@ def _twin_parameter(param: Parameter) -> Parameter:
     return copied
 
 
-def pairs(original: Module, copied: Module):
-    """(original, twin) for every module, in the same order."""
-    return zip(original.modules(), copied.modules())
+def _holds_modules(value) -> bool:
+    """Whether ``value`` is a list of layers (``Sequential.layers``, ``Concat.branches``)."""
+    return isinstance(value, list) and any(isinstance(item, Module) for item in value)
 
 
 def refresh(original: Module, copied: Module) -> None:
     """Make the twin compute what the original computes now: the same arrays of values (an
     optimizer may have replaced them), buffers, mode and settings (``momentum`` ...)."""
-    for source, target in pairs(original, copied):
+    for source, target in zip(original.modules(), copied.modules()):
         for name, value in vars(source).items():
             if name in ("_cache", "_cache_versions"):
                 continue
@@ -162,8 +159,7 @@ def refresh(original: Module, copied: Module) -> None:
                 mine.__dict__["_data"], mine.version = value.data, value.version
                 if mine.grad.shape != value.grad.shape or mine.grad.dtype != value.grad.dtype:
                     mine.grad = np.zeros_like(value.grad)
-            elif not isinstance(value, Module) and not (
-                    isinstance(value, list) and any(isinstance(i, Module) for i in value)):
+            elif not isinstance(value, Module) and not _holds_modules(value):
                 object.__setattr__(target, name, value)
 
 
