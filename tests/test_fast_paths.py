@@ -25,6 +25,7 @@ from npnet.fast import layout
 from npnet.fast.activation import SigmoidKernel
 from npnet.fast.batchnorm import BatchNormKernel
 from npnet.fast.conv import Conv2dKernel
+from npnet.fast.conv_block import ConvBlockEvalKernel
 from npnet.fast.fused import BatchNormSigmoidPoolKernel
 from npnet.fast.kernel import AsWritten, LayoutFree
 from npnet.fast.layout import from_batch_last, to_batch_last
@@ -278,6 +279,52 @@ def test_the_fused_kernel_gives_what_the_three_layers_give(pool_shape, training,
     assert_same(expected, got, dtype)
 
 
+# ------------------------------- Conv2d -> BatchNorm -> Sigmoid -> AvgPool2d, evaluation mode
+CONV_BLOCKS = {
+    "LeNet's first block": (lambda: npnet.Conv2d(1, 6, 5), 2, (3, 1, 28, 28)),
+    "LeNet's second block": (lambda: npnet.Conv2d(6, 16, 5), 2, (3, 6, 12, 12)),
+    # 7 rows of output: the pooling covers 6 of them, the last row is left out
+    "padding, odd rows": (lambda: npnet.Conv2d(2, 3, 3, padding=1), 2, (2, 2, 7, 9)),
+    "stride 2, no bias, pool 3": (lambda: npnet.Conv2d(3, 4, 3, stride=2, bias=False), 3,
+                                  (2, 3, 15, 13)),
+    "more rows than a block": (lambda: npnet.Conv2d(2, 3, 3), 2, (90, 2, 18, 18)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("input_grad", [True, False], ids=["dL/dx", "no dL/dx"])
+@pytest.mark.parametrize("case", list(CONV_BLOCKS))
+def test_the_evaluation_conv_block_gives_what_the_four_layers_give(case, input_grad, dtype):
+    """Conv2d, BatchNorm (non-trivial moving statistics), Sigmoid and AvgPool2d as written, in
+    evaluation mode, against ConvBlockEvalKernel: output, and (by its backward through the
+    kernels it stands for) dL/dx and every parameter gradient."""
+    make_conv, pool_size, shape = CONV_BLOCKS[case]
+
+    def block():
+        conv = make_conv()
+        return npnet.Sequential(conv, npnet.BatchNorm(conv.out_channels, 4), npnet.Sigmoid(),
+                                npnet.AvgPool2d(pool_size))
+    assert ConvBlockEvalKernel.fits(list(block().eval()))
+    expected, got = kernel_and_layers(block, randn(*shape, seed=12) * 2, dtype, False,
+                                      kernel_class=ConvBlockEvalKernel, input_grad=input_grad)
+    if not input_grad:
+        expected.pop("dL/dx"), got.pop("dL/dx", None)
+    assert_same(expected, got, dtype)
+
+
+def test_the_evaluation_conv_block_fits_evaluation_mode_and_tiling_pools_only():
+    def block(pool, training=False):
+        return list(npnet.Sequential(npnet.Conv2d(1, 2, 3), npnet.BatchNorm(2, 4),
+                                     npnet.Sigmoid(), pool).train(training))
+    assert ConvBlockEvalKernel.fits(block(npnet.AvgPool2d(2)))
+    assert not ConvBlockEvalKernel.fits(block(npnet.AvgPool2d(2), training=True))
+    assert not ConvBlockEvalKernel.fits(block(npnet.AvgPool2d(3, stride=2)))  # overlapping
+    assert not ConvBlockEvalKernel.fits(block(npnet.AvgPool2d(2, padding=1)))
+    hooked = block(npnet.AvgPool2d(2))
+    hooked[0].register_forward_hook(lambda *args: None)
+    assert not ConvBlockEvalKernel.fits(hooked)
+
+
 def block_net(pool_layer):
     return npnet.Sequential(npnet.Conv2d(2, 3, 3, padding=1), npnet.BatchNorm(3, 4),
                             npnet.Sigmoid(), pool_layer, npnet.Flatten())
@@ -290,12 +337,12 @@ def kinds(fast, x):
 def test_lenet_bn_runs_both_of_its_blocks_fused():
     fast = FastNet(lenet(batch_norm=True))
     x = np.zeros((2, 1, 28, 28), dtype=np.float32)
-    for mode in ("train", "eval"):
-        getattr(fast, mode)()
-        assert kinds(fast, x) == [
-            Conv2dKernel, BatchNormSigmoidPoolKernel, Conv2dKernel, BatchNormSigmoidPoolKernel,
-            FlattenKernel, LinearKernel, BatchNormKernel, SigmoidKernel,
+    head = [FlattenKernel, LinearKernel, BatchNormKernel, SigmoidKernel,
             LinearKernel, BatchNormKernel, SigmoidKernel, LinearKernel]
+    assert kinds(fast.train(), x) == [Conv2dKernel, BatchNormSigmoidPoolKernel,
+                                      Conv2dKernel, BatchNormSigmoidPoolKernel] + head
+    # in evaluation mode each convolution joins its block (conv_block.py)
+    assert kinds(fast.eval(), x) == [ConvBlockEvalKernel, ConvBlockEvalKernel] + head
 
 
 def test_a_hook_or_padding_on_the_pool_stops_fusion():

@@ -10,11 +10,14 @@ layers through kernels of its own instead, for speed:
 - batchnorm.py  BatchNorm on one contiguous row per feature
 - pool.py, linear.py, activation.py   AvgPool2d, AdaptiveAvgPool2d, Linear, Flatten, Sigmoid
 - fused.py      BatchNorm -> Sigmoid -> AvgPool2d as one step
+- conv_block.py Conv2d -> BatchNorm -> Sigmoid -> AvgPool2d in evaluation mode, a few rows
+                at a time, never writing the convolution's output out
 - branches.py   Residual and Concat blocks, each branch run as a chain of its own kernels
 - kernel.py     what a kernel is; ``AsWritten``, a layer's own code inside the backend
 - proof.py      the check each kernel passes before it runs
 - chain.py      which kernel runs each layer (``KERNELS``); planning, proving, running a chain
 - net.py        ``FastNet``: a network's layers as one chain, batch moved last once
+- memory.py     freed memory kept for the next step (a fresh page costs a page fault)
 - workers.py    a batch cut into one part per core, each run on a thread of its own; the
                 parts add up BatchNorm's sums, so the statistics are the whole batch's
 

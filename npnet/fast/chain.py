@@ -37,6 +37,7 @@ from .activation import SigmoidKernel
 from .batchnorm import BatchNormKernel
 from .branches import ConcatKernel, ResidualKernel
 from .conv import Conv2dKernel
+from .conv_block import ConvBlockEvalKernel
 from .fused import BatchNormSigmoidPoolKernel
 from .kernel import AsWritten, LayoutFree
 from .layout import from_batch_last
@@ -56,6 +57,9 @@ KERNELS = {
     Dropout: AsWritten,  # its mask is drawn in the layer's own order: batch first
     Sequential: AsWritten,  # a nested one with hooks (one without is opened up)
 }
+# kernels that stand for a few layers in a row, and how many: tried in this order before the
+# layers' own kernels
+FUSED = ((ConvBlockEvalKernel, 4), (BatchNormSigmoidPoolKernel, 3))
 MAX_PLANS = 16  # plans kept per chain (train and eval, a few input shapes)
 
 
@@ -186,18 +190,16 @@ class Planner:
             if x is None:  # an earlier layer could not run on a float64 copy: no more proofs
                 kernels += [AsWritten(layer) for layer in layers[position:]]
                 break
-            group = layers[position:position + 3]
-            if BatchNormSigmoidPoolKernel.fits(group) and all(
-                    kernel_for(layer) not in (None, AsWritten) and not _replaced(layer)
-                    for layer in group):
-                verdict, y = self._prove(BatchNormSigmoidPoolKernel, group, x,
-                                         first_input_grad)
-                if verdict.agrees:
-                    kernels.append(BatchNormSigmoidPoolKernel(*group,
-                                                              input_grad=first_input_grad))
-                    x, position = y, position + 3
+            fused = self._fused(layers, position, x, first_input_grad)
+            if fused is not None:
+                kernel, y, verdict = fused
+                if kernel is not None:
+                    kernels.append(kernel)
+                    x, position = y, position + len(kernel.layers)
                     continue
-                fused_failure = (group, verdict, position + 3)  # told if no layer is to blame
+                if fused_failure is None:  # told if no layer of the group is to blame
+                    group = layers[position:position + len(verdict[1])]
+                    fused_failure = (group, verdict[0], position + len(group))
             kernel, x, agrees = self._single(layers[position], x, first_input_grad, names)
             kernels.append(kernel)
             position += 1
@@ -209,6 +211,23 @@ class Planner:
                              f"{verdict.difference:.1e} in {verdict.where}", mode=True)
                 fused_failure = None
         return kernels
+
+    def _fused(self, layers: list, position: int, x: np.ndarray, input_grad: bool):
+        """The first of FUSED that fits the layers from ``position`` on and agrees with them:
+        (kernel, its output on x, None); (None, None, (verdict, group)) when one fits but
+        disagrees; None when none fits."""
+        failure = None
+        for kernel_class, count in FUSED:
+            group = layers[position:position + count]
+            if not kernel_class.fits(group) or not all(
+                    kernel_for(layer) not in (None, AsWritten) and not _replaced(layer)
+                    for layer in group):
+                continue
+            verdict, y = self._prove(kernel_class, group, x, input_grad)
+            if verdict.agrees:
+                return kernel_class(*group, input_grad=input_grad), y, None
+            failure = failure or (verdict, group)
+        return None if failure is None else (None, None, failure)
 
     def _single(self, layer: Module, x: np.ndarray, input_grad: bool, names: dict):
         """(kernel for one layer, its output on x for the next proof, whether its own kernel

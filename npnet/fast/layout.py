@@ -70,17 +70,20 @@ def im2col(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int
 
 
 def windows_by_rows(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                    block_bytes: int):
+                    block_bytes: int, rows_multiple: int = 1, last_row: int | None = None):
     """im2col a few output rows at a time: yields (i0, i1, cols) with cols
     (C, kh, kw, i1 - i0, Wo, N), the windows of output rows i0 .. i1-1, about ``block_bytes``
-    each (at least one row).
+    each (at least ``rows_multiple`` rows, and a multiple of it), up to row ``last_row`` (all
+    Ho rows if None).
 
     Every block is written into the same small buffer, which stays in the cache while the
     caller uses it; read a block before asking for the next.
     """
     windows = window_view(x_padded, kernel, stride)
     C, kh, kw, Ho, Wo, N = windows.shape
-    rows = min(Ho, max(1, block_bytes // (C * kh * kw * Wo * N * x_padded.itemsize)))
+    Ho = Ho if last_row is None else last_row
+    rows = block_bytes // (C * kh * kw * Wo * N * x_padded.itemsize)
+    rows = min(Ho, max(rows_multiple, rows - rows % rows_multiple))
     buffer = np.empty((C, kh, kw, rows, Wo, N), dtype=x_padded.dtype)
     for i0 in range(0, Ho, rows):
         i1 = min(i0 + rows, Ho)

@@ -21,6 +21,7 @@ from ..module import (CacheState, Module, Parameter, check_not_empty, inside_net
 from ..dropout import Dropout
 from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noqa: F401
 from .layout import from_batch_last, to_batch_last
+from .memory import keep_freed_memory
 from .proof import own_methods
 from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, alone, default_workers,
                       refresh, run_workers, structure, twin)
@@ -52,6 +53,7 @@ class FastNet:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"FastNet expects workers >= 1 (threads, each on a part of the "
                              f"batch); got {workers!r}")
+        keep_freed_memory()  # each step's arrays reuse the last step's pages (memory.py)
         self.net = net
         self.input_grad = input_grad
         self.workers = default_workers() if workers is None else workers
