@@ -1,4 +1,5 @@
-"""Workers: a batch cut into parts, each run on a thread of its own (npnet/fast/workers.py).
+"""Workers: a batch cut into parts, worker 0's run here and the others' in helper processes
+(npnet/fast/workers.py, helper.py, channel.py).
 
 The results must be the one-worker results to float rounding: BatchNorm's statistics are over
 the whole batch, its gradients too, every parameter gradient is the sum of the parts', and
@@ -7,6 +8,7 @@ learner's own layer), the network runs on one worker and says nothing.
 """
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ import pytest
 import npnet
 from conftest import DTYPE_IDS, DTYPES, assert_same, step_results, twins
 from npnet.fast import FastNet
-from npnet.fast.workers import Exchange, default_workers, run_workers
+from npnet.fast import workers
+from npnet.fast.workers import add_in_order, default_workers
 from npnet.models import densenet, lenet, resnet
 
 NETWORKS = {
@@ -41,7 +44,7 @@ def test_two_workers_give_the_one_worker_results(name, training, dtype):
                                                                        workers=1)
     expected = step_results(alone, x, labels)
     got = step_results(split, x, labels)
-    assert len(split._helpers) == 1  # it did run on two
+    assert split._splits == 1  # it did run on two
     if dtype == np.float32 and name in ("resnet", "densenet"):
         assert_same_but_at_relu_kinks(expected, got)
     else:
@@ -73,14 +76,15 @@ def test_uneven_parts_and_three_workers_in_float64():
     runners = FastNet(one, input_grad=True, workers=1), FastNet(three, input_grad=True,
                                                                  workers=3)
     expected, got = (step_results(runner, x, labels) for runner in runners)
-    assert len(runners[1]._helpers) == 2
+    assert runners[1]._splits == 1 and len(workers._pool) >= 2
     assert_same(expected, got, np.float64)
 
 
 def test_every_plan_is_made_on_the_calling_thread(monkeypatch):
-    """A block's branches plan (and prove) their kernels at their first pass; were that on a
-    worker's thread, the proof's BatchNorm would join the workers' exchange. The first pass
-    is split like every other (a resumed run splits as the run it continues)."""
+    """A block's branches plan (and prove) their kernels at their first pass; that is done
+    ahead, on two samples, on the calling thread, where a proof's BatchNorm cannot join the
+    workers' exchange. The first pass is split like every other (a resumed run splits as the
+    run it continues)."""
     import threading
 
     from npnet.fast.chain import Planner
@@ -92,7 +96,7 @@ def test_every_plan_is_made_on_the_calling_thread(monkeypatch):
     fast = FastNet(resnet(), workers=2)
     x, labels = batch((1, 28, 28), count=40)
     step_results(fast, x, labels)
-    assert len(fast._helpers) == 1  # split at once
+    assert fast._splits == 1  # split at once
     step_results(fast, x, labels)
     assert set(threads) == {threading.current_thread().name}
 
@@ -112,7 +116,7 @@ def test_a_layer_run_as_written_keeps_the_batch_on_one_worker(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", npnet.FastPathWarning)
         expected, got = (step_results(runner, x, labels) for runner in runners)
-    assert runners[1]._helpers == []
+    assert runners[1]._splits == 0
     assert_same(expected, got, np.float64)
 
 
@@ -133,23 +137,23 @@ def test_several_steps_with_an_optimizer_stay_together():
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def test_a_wrong_batchnorm_exchange_would_be_caught():
-    """The test above can fail: with each worker's statistics over its own part only (no
-    exchange), the two-worker results differ from the one-worker results."""
-    from npnet.fast import workers
+def test_a_wrong_batchnorm_exchange_would_be_caught(monkeypatch):
+    """The test above can fail: with each worker's statistics over its own part only (each
+    gets its own sums back from the exchange), the two-worker results differ from the
+    one-worker results."""
+    def own_sums_only(self, worker, arrays):
+        for helper in self.helpers:
+            sums = helper.recv("sums")[0]["sums"]
+            helper.send("totals", totals=sums)
+        return tuple(arrays)
 
     one, two = twins(lambda: lenet(batch_norm=True))
     x, labels = batch((1, 28, 28))
     alone, split = FastNet(one, workers=1), FastNet(two, workers=2)
     expected = step_results(alone, x, labels)
-    original = workers.batch_total
-    try:
-        import npnet.fast.batchnorm as fast_batchnorm
-        fast_batchnorm.batch_total = lambda *arrays: arrays  # each part on its own
-        got = step_results(split, x, labels)
-    finally:
-        fast_batchnorm.batch_total = original
-    assert len(split._helpers) == 1
+    monkeypatch.setattr(workers.Team, "total", own_sums_only)
+    got = step_results(split, x, labels)
+    assert split._splits == 1
     assert not np.allclose(got["logits"], expected["logits"], rtol=1e-6)
 
 
@@ -176,34 +180,59 @@ def test_unsafe_networks_and_small_batches_run_on_one_worker(why):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", npnet.FastPathWarning)
             fast(x)
-    assert fast._helpers == []  # no twin was made: one worker ran it
+    assert fast._splits == 0  # one worker ran it
 
 
-def test_an_error_in_one_worker_is_raised_and_releases_the_other():
-    def work(k):
-        if k == 1:
-            raise ValueError("worker 1 failed")
-        return Exchange_total_waits_for(k)
+def step_on_two(seed=0):
+    npnet.manual_seed(seed)
+    fast = FastNet(lenet(batch_norm=True), workers=2)
+    x, labels = batch((1, 28, 28), count=40, dtype=np.float32)
+    results = step_results(fast, x, labels)
+    assert fast._splits == 1
+    return fast, results
 
-    shared = {}
 
-    def Exchange_total_waits_for(k):  # noqa: N802 - a stand-in that waits like a BatchNorm
-        from npnet.fast.workers import batch_total
-        shared[k] = "waiting"
-        return batch_total(np.ones(3))
+def test_an_error_in_a_helper_is_raised_here_and_the_next_pass_starts_afresh():
+    fast, _ = step_on_two()
+    team = workers.team_for(fast.net, fast._key, False, 1)
+    helper = team.helpers[0]
+    helper.send("forward", {"x": np.zeros((2, 1, 28, 28), np.float32)}, key=-1,
+                        settings=[], worker=1)  # a network it was never sent
+    with pytest.raises(KeyError) as caught:
+        team.results("output")
+    assert "raised in npnet's helper process" in "".join(caught.value.__notes__)
+    team.stop()
+    assert helper not in workers._pool and helper.process.wait(5) is not None
+    step_on_two()  # a new helper
 
-    with pytest.raises(ValueError, match="worker 1 failed"):
-        run_workers(work, 2)
-    results = run_workers(lambda k: Exchange_total_waits_for(k), 2)  # the pool still works
-    np.testing.assert_array_equal(results[0][0], np.full(3, 2.0))
+
+def test_a_helper_that_dies_is_reported_and_replaced():
+    fast, _ = step_on_two()
+    helper = workers._pool[0]
+    helper.process.kill()
+    helper.process.wait(5)
+    x, labels = batch((1, 28, 28), count=40, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="helper process stopped answering"):
+        step_results(fast, x, labels)
+    assert helper not in workers._pool
+    step_results(fast, x, labels)  # on a new one
+    assert fast._splits == 2
+
+
+def test_no_shared_memory_file_is_left_behind():
+    step_on_two()
+    folder = __import__("npnet.fast.channel", fromlist=["shared_folder"]).shared_folder()
+    mine = [helper.channel._outbox.path for helper in workers._pool]
+    left = [name for name in os.listdir(folder) if name.startswith("npnet-")
+            and os.path.join(folder, name) in mine]
+    assert left == []  # each side removed the name once both had it mapped
 
 
 def test_the_exchange_adds_in_worker_order():
-    exchange = Exchange(1)
-    assert exchange.total(0, (np.ones(2),))[0].tolist() == [1.0, 1.0]
-    totals = run_workers(lambda k: __import__("npnet.fast.workers", fromlist=["batch_total"])
-                         .batch_total(np.full(2, float(k + 1))), 3)
-    assert all(total[0].tolist() == [6.0, 6.0] for total in totals)
+    totals = add_in_order([(np.full(2, 1.0), 4), (np.full(2, 2.0), 4), (np.full(2, 3.0), 5)])
+    assert totals[0].tolist() == [6.0, 6.0] and totals[1] == 13
+    with pytest.raises(RuntimeError, match="workers out of step"):
+        add_in_order([(np.ones(2),), (np.ones(3),)])
 
 
 def test_workers_setting(monkeypatch):

@@ -23,8 +23,8 @@ from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noq
 from .layout import from_batch_last, to_batch_last
 from .memory import keep_freed_memory
 from .proof import own_methods
-from .workers import (MIN_SAMPLES_PER_WORKER, add_twin_gradients, alone, default_workers,
-                      refresh, run_workers, structure, twin)
+from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, alone, default_workers,
+                      network_key, network_state, team_for, working_as)
 
 
 class LastPass(NamedTuple):
@@ -63,8 +63,9 @@ class FastNet:
         # as written, its layers keep their caches; None: no forward (or a failed one); a
         # CacheState: used up by backward, or dropped by astype
         self._last = None
-        self._helpers: list = []  # FastNets over twins of net, for workers 1, 2, ...
-        self._helpers_of = None   # the structure of net they were made for
+        self._key = network_key()  # how helper processes (workers.py) name their copy of net
+        self._team = None  # the workers of the last split pass, until its backward
+        self._splits = 0  # passes run split over workers (for tests and benchmarks)
         self._planned_ahead: set = set()  # ids of the plans whose blocks are planned too
 
     def __getattr__(self, name):
@@ -145,14 +146,13 @@ class FastNet:
         if self._last.sizes:
             grads = self._backward_parts(grad_out)
         else:
-            grads = [self._chain.backward(to_batch_last(grad_out))]
+            grad_x = self._chain.backward(to_batch_last(grad_out))
+            grads = [None if grad_x is None else from_batch_last(grad_x)]
         self._release()
         self._last = CacheState.SPENT
         if grads[0] is None or not self.input_grad:
             return None
-        if len(grads) == 1:
-            return np.ascontiguousarray(from_batch_last(grads[0]))
-        return np.ascontiguousarray(np.concatenate([from_batch_last(g) for g in grads], axis=0))
+        return np.ascontiguousarray(grads[0] if len(grads) == 1 else np.concatenate(grads))
 
     # ------------------------------------------------------------------- the workers
     def _parts(self, x: np.ndarray) -> list:
@@ -196,48 +196,53 @@ class FastNet:
                 return False
         return True
 
-    def _twin_nets(self, count: int) -> list:
-        """FastNets over ``count`` twins of the network (workers.py), up to date."""
-        shape = structure(self.net)
-        if self._helpers_of != shape or len(self._helpers) != count:
-            self._helpers = [FastNet(twin(self.net), self.input_grad, workers=1, _quiet=True)
-                             for _ in range(count)]
-            self._helpers_of = shape
-        for helper in self._helpers:
-            refresh(self.net, helper.net)
-        return self._helpers
-
     def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
-        helpers = self._twin_nets(len(parts) - 1)
-        chains = [self._chain] + [helper._chain for helper in helpers]
-        plans = [kernels]
-        for helper, part in zip(helpers, parts[1:]):
-            plans.append(helper.plan(part))
-            helper._plan_ahead(plans[-1], part)
-        outs = run_workers(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
-                           len(parts))
-        out = np.ascontiguousarray(np.concatenate([from_batch_last(o) for o in outs], axis=0))
+        """Worker 0's part here, the others' in helper processes (workers.py)."""
+        settings, arrays = network_state(self.net)
+        team = team_for(self.net, self._key, self.input_grad, len(parts) - 1)
+        try:
+            for worker, (helper, part) in enumerate(zip(team.helpers, parts[1:]), 1):
+                helper.send("forward", {"x": part, **arrays}, key=self._key,
+                                    settings=settings, worker=worker)
+            with BlasThreads.one_per_worker(), working_as(team, 0):
+                out = self._chain.forward(to_batch_last(parts[0]), kernels)
+            outs = [from_batch_last(out)] + [arrays["y"] for _, arrays in
+                                             team.results("output")]
+        except BaseException:
+            team.stop()  # a helper may be mid-pass: new ones for the next pass
+            raise
+        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+        self._team, self._splits = team, self._splits + 1
         self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
         return out
 
     def _backward_parts(self, grad_out: np.ndarray) -> list:
-        helpers = self._helpers
-        chains = [self._chain] + [helper._chain for helper in helpers]
+        """dL/dx of each part (batch first; None if not asked for), every helper's parameter
+        gradients added into the layers' own, in worker order."""
+        team, self._team = self._team, None
         grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
-        grads = run_workers(lambda k: chains[k].backward(to_batch_last(grad_parts[k])),
-                            len(chains))
-        for helper in helpers:
-            helper._chain.release()
-        add_twin_gradients(self.net, [helper.net for helper in helpers])
-        return grads
+        try:
+            for worker, (helper, grad) in enumerate(zip(team.helpers, grad_parts[1:]), 1):
+                helper.send("backward", {"grad": grad}, key=self._key, worker=worker,
+                                    input_grad=self.input_grad)
+            with BlasThreads.one_per_worker(), working_as(team, 0):
+                grad_x = self._chain.backward(to_batch_last(grad_parts[0]))
+            results = [arrays for _, arrays in team.results("grads")]
+        except BaseException:
+            team.stop()
+            raise
+        params = self.net.parameters()
+        for arrays in results:
+            for i, param in enumerate(params):
+                param.grad += arrays[f"{i}"]
+        return [None if grad_x is None else from_batch_last(grad_x)] + \
+            [arrays.get("dL/dx") for arrays in results]
 
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
         if isinstance(self._last, LastPass):
-            self._chain.release()
-            if self._last.sizes:
-                for helper in self._helpers:
-                    helper._chain.release()
+            self._chain.release()  # (a helper releases its own after backward, or at its
+            # next forward)
 
     def _name_of(self, param: Parameter) -> str:
         """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""

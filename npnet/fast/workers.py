@@ -3,43 +3,59 @@
 OpenBLAS can spread one matrix product over two cores, but LeNet's products are thin, its
 threads wait for each other by spinning, and on a machine where something else runs, a
 spinning thread that lost its core stalls the other: a busy core then cost npnet 60% of its
-speed. Instead, ``FastNet`` cuts a batch into one part per worker (a thread) and runs each
-part through the same kernels, with OpenBLAS held to one thread per worker:
+speed. Instead, ``FastNet`` cuts a batch into one part per worker and runs each part through
+the same kernels, with OpenBLAS held to one thread per worker:
 
     x (N, ...) -> parts x_0 (N_0, ...), x_1 (N_1, ...)      N_0 + N_1 = N
-    worker k: the network on x_k, batch-last, its own kernels and caches
+    worker 0: the network's own layers on x_0, in this process
+    worker k: a copy of the network on x_k, in a helper process (helper.py)
+
+Why processes, not threads: every NumPy call hands Python's GIL to the other thread and takes
+it back, and each hand-over wakes a sleeping thread. Two threads each running half a batch of
+LeNet ran each half 1.7x slower than one thread alone; two processes ran at full speed
+(benchmarks/README.md, phase 7).
 
 Everything but BatchNorm in training mode treats each sample on its own, so the parts need
 nothing from each other. BatchNorm's statistics are over the whole batch: at each BatchNorm
-the workers add up their per-feature sums (``Exchange.total``), always in worker order, and
-go on with the whole batch's mean, variance and, in backward, sum(dL/dy) and
-sum(dL/dy * x_hat). The result is the one-worker result up to float rounding.
+the helpers send their per-feature sums to worker 0 (``Team.total``), which adds them up in
+worker order and sends every helper the totals; all go on with the whole batch's mean,
+variance and, in backward, sum(dL/dy) and sum(dL/dy * x_hat). The result is the one-worker
+result up to float rounding.
 
-Worker 0 runs the network's own layers; worker k > 0 runs twins of them (``twin``): shallow
-copies whose parameters share the same arrays of values but own their ``.grad``, so two
-threads never add into one array. After backward, the twins' gradients are added into the
-layers' own ``.grad``, in worker order.
+Before each pass worker 0 sends each helper the network's state (``network_state``: every
+parameter, buffer and setting); after backward, the helpers' parameter gradients are added
+into the layers' own ``.grad``, in worker order.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
+import itertools
 import os
+import pickle
+import socket
+import subprocess
+import sys
 import threading
+from multiprocessing.connection import Connection
 
 import numpy as np
 
 from ..module import Module, Parameter
+from .channel import Channel
 
-MIN_SAMPLES_PER_WORKER = 16  # below this, a part is too small to be worth a thread
+MIN_SAMPLES_PER_WORKER = 16  # below this, a part is too small to be worth a worker
 DEFAULT_MAX_WORKERS = 2  # the most workers a FastNet takes when not told (measured: README, Speed)
+KEPT_NETWORKS = 8  # copies of networks a helper process keeps (one per FastNet)
+TIMEOUT = 600  # seconds a worker waits for another before it gives up (a last resort)
 
 
 def default_workers() -> int:
     """How many workers a FastNet uses when not told: the environment variable NPNET_THREADS
     if set, else the cores this process may run on (``os.sched_getaffinity``), at most
-    DEFAULT_MAX_WORKERS."""
+    DEFAULT_MAX_WORKERS; 1 where helper processes cannot be started (not POSIX)."""
     setting = os.environ.get("NPNET_THREADS", "").strip()
     if setting:
         try:
@@ -50,6 +66,8 @@ def default_workers() -> int:
         if workers < 1:
             raise ValueError(f"NPNET_THREADS must be at least 1; got {workers}")
         return workers
+    if os.name != "posix":
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -58,39 +76,6 @@ def default_workers() -> int:
 
 
 # --------------------------------------------------------------------- the exchange
-class Exchange:
-    """Where ``workers`` threads add up their partial sums: each puts its arrays in, waits
-    for the others, and takes the totals, added in worker order (so every worker gets the
-    same numbers, whatever order the threads arrive in)."""
-
-    def __init__(self, workers: int):
-        # the timeout is a last resort: a worker that never comes (never seen) ends the pass
-        # with an error instead of leaving the others waiting for ever
-        self.barrier = threading.Barrier(workers, timeout=600)
-        self.slots: list = [None] * workers
-
-    def total(self, worker: int, arrays: tuple) -> tuple:
-        self.slots[worker] = arrays
-        self.barrier.wait()
-        shapes = {tuple(np.shape(array) for array in slot) for slot in self.slots}
-        if len(shapes) > 1:  # the workers are at different BatchNorms: never add those up
-            self.barrier.abort()
-            raise RuntimeError(f"npnet.fast workers out of step: partial sums of shapes "
-                               f"{sorted(shapes)} met at one exchange")
-        totals = []
-        for i in range(len(arrays)):
-            total = self.slots[0][i]
-            for slot in self.slots[1:]:
-                total = total + slot[i]
-            totals.append(total)
-        self.barrier.wait()  # every worker has its totals before a slot is reused
-        return tuple(totals)
-
-    def abort(self) -> None:
-        """Release the other workers with an error (one worker failed)."""
-        self.barrier.abort()
-
-
 _context = threading.local()  # this thread's (exchange, worker index), while it is a worker
 
 
@@ -104,8 +89,9 @@ def batch_total(*arrays: np.ndarray) -> tuple:
 
 
 @contextlib.contextmanager
-def working_as(exchange: Exchange | None, worker: int):
-    """Within this, ``batch_total`` adds up over the workers of ``exchange``."""
+def working_as(exchange, worker: int):
+    """Within this, ``batch_total`` adds up over the workers of ``exchange`` (an object with
+    ``total(worker, arrays) -> totals``)."""
     saved = getattr(_context, "exchange", None), getattr(_context, "worker", 0)
     _context.exchange, _context.worker = exchange, worker
     try:
@@ -119,27 +105,76 @@ def alone():
     return working_as(None, 0)
 
 
-# ------------------------------------------------------------------------- the twins
-def twin(module: Module) -> Module:
-    """A shallow copy of ``module`` and of every module inside it. Its parameters share the
-    original's arrays of values but have a ``.grad`` of their own; ``refresh`` brings it up
-    to date with the original (values, buffers, mode, settings) before each use."""
-    copied = copy.copy(module)
-    for name, value in vars(module).items():
-        if isinstance(value, Parameter):
-            object.__setattr__(copied, name, _twin_parameter(value))
-        elif isinstance(value, Module):
-            object.__setattr__(copied, name, twin(value))
-        elif _holds_modules(value):
-            object.__setattr__(copied, name, [twin(item) for item in value])  # Sequential
-    object.__setattr__(copied, "cache", None)
-    return copied
+def add_in_order(parts: list) -> tuple:
+    """parts[0] + parts[1] + ..., array by array, always in worker order (so every worker gets
+    the same numbers). Parts of different shapes mean the workers are at different
+    BatchNorms: refused, never added."""
+    shapes = {tuple(np.shape(array) for array in part) for part in parts}
+    if len(shapes) > 1:
+        raise RuntimeError(f"npnet.fast workers out of step: partial sums of shapes "
+                           f"{sorted(shapes)} met at one exchange")
+    totals = []
+    for i in range(len(parts[0])):
+        total = parts[0][i]
+        for part in parts[1:]:
+            total = total + part[i]
+        totals.append(total)
+    return tuple(totals)
 
 
-def _twin_parameter(param: Parameter) -> Parameter:
-    copied = Parameter.__new__(Parameter)
-    copied.__dict__.update(_data=param.data, version=param.version, grad=np.zeros_like(param.grad))
-    return copied
+class HelperExchange:
+    """A helper's side of the exchange: send its sums to worker 0, receive the totals."""
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+
+    def total(self, worker: int, arrays: tuple) -> tuple:
+        self.channel.send("sums", sums=tuple(arrays))
+        kind, fields, _ = self.channel.recv(TIMEOUT)
+        if kind != "totals":
+            raise RuntimeError(f"npnet.fast helper expected the totals, got {kind!r}")
+        return fields["totals"]
+
+
+# ------------------------------------------------------------ the network's state
+def network_state(net: Module) -> tuple[list, dict]:
+    """What a helper's copy needs to compute what ``net`` computes now: (settings, arrays).
+    arrays: every parameter's values and every array attribute (BatchNorm's moving
+    statistics), named 'state <module index>.<name>'; settings: every other attribute (mode,
+    momentum, ...)."""
+    settings, arrays = [], {}
+    for index, module in enumerate(net.modules()):
+        for name, value in vars(module).items():
+            if name in ("_cache", "_cache_versions") or isinstance(value, Module) \
+                    or _holds_modules(value):
+                continue
+            if isinstance(value, Parameter):
+                arrays[f"state {index}.{name}"] = value.data
+                settings.append((index, name, ("parameter", value.version)))
+            elif isinstance(value, np.ndarray):
+                arrays[f"state {index}.{name}"] = value
+            else:
+                settings.append((index, name, value))
+    return settings, arrays
+
+
+def set_network_state(net: Module, settings: list, arrays: dict) -> None:
+    """Make ``net`` (a helper's copy) hold ``network_state``'s values."""
+    modules = list(net.modules())
+    for index, name, value in settings:
+        if isinstance(value, tuple) and len(value) == 2 and value[0] == "parameter":
+            param, data = vars(modules[index])[name], arrays[f"state {index}.{name}"]
+            param.__dict__["_data"], param.version = data, value[1]
+            if param.grad.shape != data.shape or param.grad.dtype != data.dtype:
+                param.grad = np.zeros_like(data)
+        else:
+            object.__setattr__(modules[index], name, value)
+    for key, data in arrays.items():
+        if not key.startswith("state "):  # the message's own arrays (the part of the batch)
+            continue
+        index, name = key[len("state "):].split(".", 1)
+        if not isinstance(vars(modules[int(index)]).get(name), Parameter):
+            object.__setattr__(modules[int(index)], name, data)
 
 
 def _holds_modules(value) -> bool:
@@ -147,40 +182,26 @@ def _holds_modules(value) -> bool:
     return isinstance(value, list) and any(isinstance(item, Module) for item in value)
 
 
-def refresh(original: Module, copied: Module) -> None:
-    """Make the twin compute what the original computes now: the same arrays of values (an
-    optimizer may have replaced them), buffers, mode and settings (``momentum`` ...)."""
-    for source, target in zip(original.modules(), copied.modules()):
-        for name, value in vars(source).items():
-            if name in ("_cache", "_cache_versions"):
-                continue
-            if isinstance(value, Parameter):
-                mine = vars(target)[name]
-                mine.__dict__["_data"], mine.version = value.data, value.version
-                if mine.grad.shape != value.grad.shape or mine.grad.dtype != value.grad.dtype:
-                    mine.grad = np.zeros_like(value.grad)
-            elif not isinstance(value, Module) and not _holds_modules(value):
-                object.__setattr__(target, name, value)
-
-
 def structure(module: Module) -> tuple:
-    """What a twin must be rebuilt for when it changes: which modules, in which places."""
+    """What a helper's copy must be rebuilt for when it changes: which modules, in which
+    places."""
     return tuple((name, id(part)) for name, part in module.named_modules())
 
 
-def add_twin_gradients(original: Module, twins: list) -> None:
-    """Add each twin's ``.grad`` into the original's, in worker order, and zero the twin's."""
-    params = [param for _, param in original.named_parameters()]
-    for copied in twins:
-        for param, mine in zip(params, [p for _, p in copied.named_parameters()]):
-            param.grad += mine.grad
-            mine.grad[...] = 0
+def clean_copy(net: Module) -> Module:
+    """A copy of ``net`` without caches or hooks, for pickling to a helper."""
+    memo = {}
+    for part in net.modules():
+        memo[id(part._forward_hooks)] = []
+        memo[id(part._backward_hooks)] = []
+        memo[id(part.cache)] = None
+    return copy.deepcopy(net, memo)
 
 
-# ---------------------------------------------------------------- OpenBLAS threads
+# --------------------------------------------------------------- OpenBLAS threads
 class BlasThreads:
-    """Holds OpenBLAS (and any BLAS numpy uses) to one thread while the workers run, with
-    threadpoolctl; does nothing if threadpoolctl is missing."""
+    """Holds OpenBLAS (and any BLAS numpy uses) to one thread in this process while the
+    helpers run, with threadpoolctl; does nothing if threadpoolctl is missing."""
 
     _controller = None
 
@@ -195,59 +216,122 @@ class BlasThreads:
         return cls._controller.limit(limits=1, user_api="blas")
 
 
-# ------------------------------------------------------------------------ running them
-class _Worker(threading.Thread):
-    """One worker's pass on a daemon thread of its own: a thread that never ends cannot keep
-    the program from exiting, nor a Ctrl-C from ending it."""
+# ------------------------------------------------------------- the helper processes
+class HelperProcess:
+    """One helper process (helper.py), started with the same Python and the same npnet, its
+    OpenBLAS at one thread, in a session of its own (a Ctrl-C in the terminal reaches this
+    process only, which stops the helper). It ends when this process closes the channel or
+    ends."""
 
-    def __init__(self, work):
-        super().__init__(name="npnet-worker", daemon=True)
-        self.work, self.result, self.error = work, None, None
+    def __init__(self):
+        ours, theirs = socket.socketpair()
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", NPNET_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([package_parent]
+                                              + os.environ.get("PYTHONPATH", "").split(
+                                                  os.pathsep)).rstrip(os.pathsep))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from npnet.fast.helper import main; "
+             "main(int(sys.argv[1]))", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        theirs.close()
+        self.channel = Channel(Connection(ours.detach()))
+        self.networks: dict = {}  # key -> structure it was sent for
 
-    def run(self) -> None:
+    def send(self, kind: str, arrays: dict | None = None, **fields) -> None:
         try:
-            self.result = self.work()
-        except BaseException as error:  # noqa: BLE001 - handed to the caller
-            self.error = error
+            self.channel.send(kind, arrays, **fields)
+        except OSError as error:
+            self._stopped_answering(error)
 
+    def _stopped_answering(self, error: Exception):
+        code = self.process.poll()
+        raise RuntimeError(f"npnet.fast: a helper process stopped answering ("
+                           f"{type(error).__name__}{'' if code is None else f', exit code {code}'}"
+                           f"); the next pass starts a new one") from None
 
-def run_workers(work, count: int) -> list:
-    """[work(0), ..., work(count - 1)], each on a thread of its own (work(0) on this one),
-    sharing one Exchange, with BLAS held to one thread until the last is done (a product that
-    a worker ran after the limit was lifted would take two threads, and round otherwise). If
-    one raises, the others are released from the exchange and its error is raised here; so is
-    a Ctrl-C, which this thread notices within 0.1 s while it waits."""
-    exchange = Exchange(count)
-
-    def as_worker(k):
-        with working_as(exchange, k):
-            try:
-                return work(k)
-            except BaseException:
-                exchange.abort()  # the others would wait for this one forever
-                raise
-
-    results, errors, threads = [None] * count, [], []
-    with BlasThreads.one_per_worker():
+    def recv(self, expected: str):
+        """The fields and arrays of the helper's next message, which must be ``expected``;
+        an error in the helper is raised here."""
         try:
-            for k in range(1, count):
-                threads.append(_Worker(lambda k=k: as_worker(k)))
-                threads[-1].start()
-            results[0] = as_worker(0)
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.1)  # a timeout: a Ctrl-C is raised here, between waits
-        except BaseException as error:  # noqa: BLE001 - raised below
-            exchange.abort()
-            errors.append(error)
-            for thread in threads:
-                thread.join(2.0)  # let the others leave the kernels they are in
-    for k, thread in enumerate(threads, 1):
-        if thread.error is not None:
-            errors.append(thread.error)
-        results[k] = thread.result
-    if errors:
-        # the first error that is not another worker's release from the exchange
-        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
-                   errors[0])
-    return results
+            kind, fields, arrays = self.channel.recv(TIMEOUT)
+        except (EOFError, OSError, TimeoutError) as error:
+            self._stopped_answering(error)
+        if kind == "error":
+            raise fields["error"]
+        if kind != expected:
+            raise RuntimeError(f"npnet.fast: a helper process sent {kind!r}, not {expected!r}")
+        return fields, arrays
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.channel.close()
+        with contextlib.suppress(Exception):
+            self.process.kill()
+            self.process.wait(5)
+
+
+class Team:
+    """Worker 0 (this process) and helper processes 1 .. k for one pass: sends them their
+    parts, is worker 0's exchange, collects their results. Any failure stops the helpers
+    (``stop``): a new pass starts new ones."""
+
+    def __init__(self, helpers: list):
+        self.helpers = helpers
+
+    def total(self, worker: int, arrays: tuple) -> tuple:
+        parts = [tuple(arrays)] + [helper.recv("sums")[0]["sums"] for helper in self.helpers]
+        totals = add_in_order(parts)
+        for helper in self.helpers:
+            helper.send("totals", totals=totals)
+        return totals
+
+    def results(self, expected: str) -> list:
+        return [helper.recv(expected) for helper in self.helpers]
+
+    def stop(self) -> None:
+        for helper in self.helpers:
+            helper.stop()
+        _pool[:] = [helper for helper in _pool if helper not in self.helpers]
+
+
+_pool: list = []  # the helper processes of this process, shared by every FastNet
+_keys = itertools.count()
+
+
+def network_key() -> int:
+    """A number for a FastNet, unique in this process (ids are reused)."""
+    return next(_keys)
+
+
+def team_for(net: Module, key: int, input_grad: bool, count: int) -> Team:
+    """``count`` helper processes that hold a copy of ``net`` (sent when new to them or when
+    its structure changed), started if there are fewer."""
+    while len(_pool) < count:
+        _pool.append(HelperProcess())
+    helpers = _pool[:count]
+    shape = structure(net)
+    for helper in helpers:
+        if helper.networks.get(key) != shape:
+            helper.send("network", key=key, input_grad=input_grad,
+                                network=pickle.dumps(clean_copy(net)))
+            remember(helper.networks, key, shape)
+    return Team(helpers)
+
+
+def remember(networks: dict, key: int, value) -> None:
+    """networks[key] = value, forgetting the oldest beyond KEPT_NETWORKS: the same rule on
+    both sides, so that this process knows which networks a helper still holds."""
+    networks[key] = value
+    while len(networks) > KEPT_NETWORKS:
+        del networks[next(iter(networks))]
+
+
+@atexit.register
+def _stop_pool() -> None:
+    for helper in _pool:
+        helper.stop()
+    _pool.clear()
