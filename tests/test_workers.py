@@ -271,3 +271,45 @@ def test_two_worker_steps_are_bitwise_repeatable():
         first = first or results
         for key in first:
             np.testing.assert_array_equal(results[key], first[key], err_msg=key)
+
+
+# ------------------------------------------------------------ split or not, by timing
+def test_the_choice_measures_both_ways_then_runs_the_faster_and_probes_the_other():
+    choice = workers.WorkerChoice(measure=True)
+    seen = []
+    for _ in range(8):  # each way: a first pass (not timed), then three timed, in turn
+        way = choice.pick("plan")
+        seen.append(way)
+        choice.record("plan", way, "forward", {"split": 1.0, "one": 3.0}[way])
+        choice.record("plan", way, "backward", {"split": 1.0, "one": 0.5}[way])
+    assert seen == ["split", "one"] * 4
+    # split: 2 s a pass, one: 3.5 s: split from now on, but for every 16th pass
+    ways = [choice.pick("plan") for _ in range(64)]
+    assert ways.count("one") == 4 and ways.count("split") == 60
+    choice.record("plan", "split", "forward", 0.5)  # a quicker pass counts at once
+    assert choice.cost("plan", "split") == 1.5
+    for _ in range(3):  # the machine got busy: split passes take 9 s now
+        choice.record("plan", "split", "forward", 9.0)
+    assert choice.pick("plan") == "one"
+
+
+def test_a_count_that_is_set_always_splits():
+    choice = workers.WorkerChoice(measure=False)
+    assert {choice.pick("plan") for _ in range(40)} == {"split"}
+
+
+def test_with_no_count_set_fastnet_times_both_ways(monkeypatch):
+    monkeypatch.delenv("NPNET_THREADS", raising=False)
+    npnet.manual_seed(0)
+    fast = FastNet(lenet(batch_norm=True))
+    if fast.workers < 2:
+        pytest.skip("one core here: nothing to choose")
+    x, labels = batch((1, 28, 28), count=40, dtype=np.float32)
+    splits = []
+    for _ in range(6):
+        step_results(fast, x, labels)
+        splits.append(fast._splits)
+    assert splits == [1, 1, 2, 2, 3, 3]  # split, one, in turn
+    plan = id(fast.plan(x))
+    assert {key[:2] for key in fast._choice.seconds} == {(plan, "split"), (plan, "one")}
+    assert all(min(seconds) > 0 for seconds in fast._choice.seconds.values())

@@ -11,6 +11,8 @@ of its own (branches.py).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -23,8 +25,9 @@ from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noq
 from .layout import from_batch_last, to_batch_last
 from .memory import keep_freed_memory
 from .proof import own_methods
-from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, alone, default_workers,
-                      network_key, network_state, team_for, working_as)
+from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, WorkerChoice, alone,
+                      default_workers, network_key, network_state, team_for,
+                      threads_setting, working_as)
 
 
 class LastPass(NamedTuple):
@@ -57,6 +60,9 @@ class FastNet:
         self.net = net
         self.input_grad = input_grad
         self.workers = default_workers() if workers is None else workers
+        # a count not set is followed by measurement: split or not, whichever is faster now
+        self._choice = WorkerChoice(measure=workers is None and not threads_setting())
+        self._timed = None
         self._planner = Planner(net, announce=not _quiet)  # says each notice once per FastNet
         self._chain = self._planner.chain(self.layers, input_grad)
         # what the last forward left for backward: a LastPass; AS_WRITTEN: the network ran
@@ -105,6 +111,7 @@ class FastNet:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         self._release()  # the last pass's caches: a new forward makes them useless
         self._last = None  # until this forward has run through: no backward after a failed one
+        self._timed = None  # (plan, way, samples) of a pass timed for the WorkerChoice
         if x.ndim < 2:  # no batch axis to move: nothing to gain
             out = self.net(x)
             self._last = AS_WRITTEN
@@ -114,12 +121,24 @@ class FastNet:
         # the version of every parameter this forward computes with, for backward to check
         versions = [(param, param.version) for param in _parameters(kernels)]
         parts = self._parts(x)
+        way = "one"
         if len(parts) > 1:
             self._plan_ahead(kernels, x)
             if not self._planner.announced:  # else a layer runs as written: see _shareable
-                return self._forward_parts(parts, kernels, versions)
-        out = self._chain.forward(to_batch_last(x), kernels)
-        out = np.ascontiguousarray(from_batch_last(out))
+                way = self._choice.pick(id(kernels))
+        start = time.perf_counter()
+        if way == "split":
+            out = self._forward_parts(parts, kernels, versions)
+        else:
+            with self._blas_threads():
+                out = self._chain.forward(to_batch_last(x), kernels)
+            out = np.ascontiguousarray(from_batch_last(out))
+        if len(parts) > 1:  # a pass that could have gone either way: timed, per sample
+            self._timed = (id(kernels), way, len(x))
+            self._choice.record(*self._timed[:2], "forward",
+                                (time.perf_counter() - start) / len(x))
+        if way == "split":
+            return out
         if isinstance(self.net, Sequential):  # opened up: the chain ran its layers, not it
             for hook in self.net._forward_hooks:
                 hook(self.net, x, out)
@@ -143,11 +162,16 @@ class FastNet:
         if grad_out.shape != out_shape:
             raise ValueError(f"FastNet.backward expects grad_out of shape {out_shape} (the "
                              f"shape of its last output); got {grad_out.shape}")
+        start, timed, self._timed = time.perf_counter(), self._timed, None
         if self._last.sizes:
             grads = self._backward_parts(grad_out)
         else:
-            grad_x = self._chain.backward(to_batch_last(grad_out))
+            with self._blas_threads():
+                grad_x = self._chain.backward(to_batch_last(grad_out))
             grads = [None if grad_x is None else from_batch_last(grad_x)]
+        if timed is not None:
+            plan, way, samples = timed
+            self._choice.record(plan, way, "backward", (time.perf_counter() - start) / samples)
         self._release()
         self._last = CacheState.SPENT
         if grads[0] is None or not self.input_grad:
@@ -155,6 +179,13 @@ class FastNet:
         return np.ascontiguousarray(grads[0] if len(grads) == 1 else np.concatenate(grads))
 
     # ------------------------------------------------------------------- the workers
+    def _blas_threads(self):
+        """With two workers or more, OpenBLAS at one thread in a pass on one worker too: its
+        second thread keeps spinning after a product, on the core a helper process needs
+        next (a split pass then took 35 ms instead of 24), and beside a busy program it
+        waits for a core that is taken (phase 6: 1,700 images/s)."""
+        return BlasThreads.one_per_worker() if self.workers > 1 else contextlib.nullcontext()
+
     def _parts(self, x: np.ndarray) -> list:
         """x cut into one part per worker (workers.py), or [x] when it runs on one: one
         worker asked for, a batch too small to share, or a network that is not safe to run

@@ -56,7 +56,7 @@ def default_workers() -> int:
     """How many workers a FastNet uses when not told: the environment variable NPNET_THREADS
     if set, else the cores this process may run on (``os.sched_getaffinity``), at most
     DEFAULT_MAX_WORKERS; 1 where helper processes cannot be started (not POSIX)."""
-    setting = os.environ.get("NPNET_THREADS", "").strip()
+    setting = threads_setting()
     if setting:
         try:
             workers = int(setting)
@@ -73,6 +73,63 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(DEFAULT_MAX_WORKERS, cores))
+
+
+def threads_setting() -> str:
+    """NPNET_THREADS as set ('' if not)."""
+    return os.environ.get("NPNET_THREADS", "").strip()
+
+
+class WorkerChoice:
+    """Whether a pass runs split over the workers or on one, when the count was not set
+    (``FastNet(workers=None)`` and no NPNET_THREADS): by measurement.
+
+    Two workers need two free cores. Beside one busy program the helper process and this one
+    take turns with a core, and at each BatchNorm one waits for the other to be scheduled
+    again: LeNet's training step took 44 ms split against 30 ms on one worker there, while on
+    a quiet machine split took 24.5 ms (benchmarks/README.md, phase 7). So each plan's passes
+    are timed both ways, per sample, forward and backward: after a first pass each way (it
+    starts processes and plans kernels), both ways in turn until each has KEPT timings; then
+    the way whose least recent timing is shorter runs, and every PROBE_EVERY-th pass the
+    other, to notice when the machine gets busy or quiet again.
+
+    The two ways add BatchNorm's sums in different orders, so their results differ in float
+    rounding: a run that must repeat bit for bit sets the count (``--threads``,
+    NPNET_THREADS, ``FastNet(workers=k)``), and then always splits."""
+
+    WAYS = ("split", "one")
+    PROBE_EVERY = 16
+    KEPT = 3  # timings kept per way: the least of them is its cost (noise only adds time)
+
+    def __init__(self, measure: bool):
+        self.measure = measure
+        self.seconds: dict = {}  # (plan, way, "forward" or "backward") -> the last KEPT times
+        self.runs: dict = {}     # (plan, way) -> passes run
+        self.passes = 0
+
+    def pick(self, plan) -> str:
+        if not self.measure:
+            return "split"
+        self.passes += 1
+        runs = [self.runs.get((plan, way), 0) for way in self.WAYS]
+        if min(runs) <= self.KEPT:  # a first pass each way (not timed), then KEPT each
+            return self.WAYS[runs.index(min(runs))]
+        best, other = sorted(self.WAYS, key=lambda way: self.cost(plan, way))
+        return other if self.passes % self.PROBE_EVERY == 0 else best
+
+    def cost(self, plan, way: str) -> float:
+        return sum(min(self.seconds.get((plan, way, half), [0.0]))
+                   for half in ("forward", "backward"))
+
+    def record(self, plan, way: str, half: str, seconds: float) -> None:
+        if not self.measure:
+            return
+        if half == "forward":
+            self.runs[(plan, way)] = self.runs.get((plan, way), 0) + 1
+        if self.runs.get((plan, way), 0) > 1:
+            kept = self.seconds.setdefault((plan, way, half), [])
+            kept.append(seconds)
+            del kept[:-self.KEPT]
 
 
 # --------------------------------------------------------------------- the exchange
