@@ -21,6 +21,12 @@ from npnet.datasets import load_mnist_sample
 from npnet.models import lenet
 from npnet.train import fit
 
+# Every FastNet in the tests (and in the examples they run) splits its batches over two
+# workers whenever it can: with the count not set, FastNet would pick by timing (npnet/fast/
+# workers.py, WorkerChoice), and a run's last bits would depend on the machine's load.
+# tests/test_workers.py tests that choice with the setting removed.
+os.environ.setdefault("NPNET_THREADS", "2")
+
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")

@@ -11,6 +11,7 @@ of its own (branches.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import NamedTuple
 
@@ -24,10 +25,9 @@ from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noq
 from .layout import from_batch_last, to_batch_last
 from .memory import keep_freed_memory
 from .proof import own_methods
-from .threads import add_twin_gradients, refresh, run_in_turns, twin
 from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, WorkerChoice, alone,
-                      default_workers, network_key, network_state, structure, team_for,
-                      working_as)
+                      default_workers, network_key, network_state, team_for,
+                      threads_setting, working_as)
 
 
 class LastPass(NamedTuple):
@@ -50,20 +50,19 @@ class FastNet:
     """
 
     def __init__(self, net: Module, input_grad: bool = False, workers: int | None = None, *,
-                 executor: str | None = None, _quiet: bool = False):
+                 _quiet: bool = False):
         if not isinstance(net, Module):
             raise TypeError(f"FastNet expects an npnet Module; got {type(net).__name__}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"FastNet expects workers >= 1 (each on a part of the batch); "
-                             f"got {workers!r}")
+            raise ValueError(f"FastNet expects workers >= 1 (threads, each on a part of the "
+                             f"batch); got {workers!r}")
         keep_freed_memory()  # each step's arrays reuse the last step's pages (memory.py)
         self.net = net
         self.input_grad = input_grad
         self.workers = default_workers() if workers is None else workers
-        if executor not in (None, *WorkerChoice.WAYS):
-            raise ValueError(f"FastNet expects executor None (timed), 'processes' or "
-                             f"'turns'; got {executor!r}")
-        self._choice = WorkerChoice(executor)  # helper processes or turns on one core
+        # a count not set is followed by measurement: split or not, whichever is faster now
+        self._choice = WorkerChoice(measure=workers is None and not threads_setting())
+        self._timed = None
         self._planner = Planner(net, announce=not _quiet)  # says each notice once per FastNet
         self._chain = self._planner.chain(self.layers, input_grad)
         # what the last forward left for backward: a LastPass; AS_WRITTEN: the network ran
@@ -71,10 +70,7 @@ class FastNet:
         # CacheState: used up by backward, or dropped by astype
         self._last = None
         self._key = network_key()  # how helper processes (workers.py) name their copy of net
-        self._way = None  # how the last split pass ran: "processes" or "turns"
-        self._team = None  # the helper processes of the last split pass, until its backward
-        self._twins: list = []  # FastNets over twins of net, for worker threads 1, 2, ...
-        self._twins_of = None   # the structure of net they were made for
+        self._team = None  # the workers of the last split pass, until its backward
         self._splits = 0  # passes run split over workers (for tests and benchmarks)
         self._planned_ahead: set = set()  # ids of the plans whose blocks are planned too
 
@@ -115,6 +111,7 @@ class FastNet:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         self._release()  # the last pass's caches: a new forward makes them useless
         self._last = None  # until this forward has run through: no backward after a failed one
+        self._timed = None  # (plan, way, samples) of a pass timed for the WorkerChoice
         if x.ndim < 2:  # no batch axis to move: nothing to gain
             out = self.net(x)
             self._last = AS_WRITTEN
@@ -124,12 +121,24 @@ class FastNet:
         # the version of every parameter this forward computes with, for backward to check
         versions = [(param, param.version) for param in _parameters(kernels)]
         parts = self._parts(x)
+        way = "one"
         if len(parts) > 1:
             self._plan_ahead(kernels, x)
             if not self._planner.announced:  # else a layer runs as written: see _shareable
-                return self._forward_parts(parts, kernels, versions)
-        out = self._chain.forward(to_batch_last(x), kernels)
-        out = np.ascontiguousarray(from_batch_last(out))
+                way = self._choice.pick(id(kernels))
+        start = time.perf_counter()
+        if way == "split":
+            out = self._forward_parts(parts, kernels, versions)
+        else:
+            with self._blas_threads():
+                out = self._chain.forward(to_batch_last(x), kernels)
+            out = np.ascontiguousarray(from_batch_last(out))
+        if len(parts) > 1:  # a pass that could have gone either way: timed, per sample
+            self._timed = (id(kernels), way, len(x))
+            self._choice.record(*self._timed[:2], "forward",
+                                (time.perf_counter() - start) / len(x))
+        if way == "split":
+            return out
         if isinstance(self.net, Sequential):  # opened up: the chain ran its layers, not it
             for hook in self.net._forward_hooks:
                 hook(self.net, x, out)
@@ -153,14 +162,16 @@ class FastNet:
         if grad_out.shape != out_shape:
             raise ValueError(f"FastNet.backward expects grad_out of shape {out_shape} (the "
                              f"shape of its last output); got {grad_out.shape}")
+        start, timed, self._timed = time.perf_counter(), self._timed, None
         if self._last.sizes:
-            start = time.perf_counter()
             grads = self._backward_parts(grad_out)
-            self._choice.record(id(self._last.kernels), self._way, "backward",
-                                time.perf_counter() - start)
         else:
-            grad_x = self._chain.backward(to_batch_last(grad_out))
+            with self._blas_threads():
+                grad_x = self._chain.backward(to_batch_last(grad_out))
             grads = [None if grad_x is None else from_batch_last(grad_x)]
+        if timed is not None:
+            plan, way, samples = timed
+            self._choice.record(plan, way, "backward", (time.perf_counter() - start) / samples)
         self._release()
         self._last = CacheState.SPENT
         if grads[0] is None or not self.input_grad:
@@ -168,6 +179,13 @@ class FastNet:
         return np.ascontiguousarray(grads[0] if len(grads) == 1 else np.concatenate(grads))
 
     # ------------------------------------------------------------------- the workers
+    def _blas_threads(self):
+        """With two workers or more, OpenBLAS at one thread in a pass on one worker too: its
+        second thread keeps spinning after a product, on the core a helper process needs
+        next (a split pass then took 35 ms instead of 24), and beside a busy program it
+        waits for a core that is taken (phase 6: 1,700 images/s)."""
+        return BlasThreads.one_per_worker() if self.workers > 1 else contextlib.nullcontext()
+
     def _parts(self, x: np.ndarray) -> list:
         """x cut into one part per worker (workers.py), or [x] when it runs on one: one
         worker asked for, a batch too small to share, or a network that is not safe to run
@@ -210,37 +228,13 @@ class FastNet:
         return True
 
     def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
-        """Worker 0's part here, the others' in helper processes (workers.py) or taking turns
-        with it on threads (threads.py), whichever is faster now (``WorkerChoice``); both
-        give the same bits."""
-        way = self._choice.pick(id(kernels))
-        start = time.perf_counter()
-        if way == "processes":
-            outs = self._forward_in_processes(parts, kernels)
-        else:
-            outs = self._forward_in_turns(parts, kernels)
-        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
-        self._choice.record(id(kernels), way, "forward", time.perf_counter() - start)
-        self._way, self._splits = way, self._splits + 1
-        self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
-        return out
-
-    def _backward_parts(self, grad_out: np.ndarray) -> list:
-        """dL/dx of each part (batch first; None if not asked for), the other workers'
-        parameter gradients added into the layers' own, in worker order."""
-        grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
-        if self._way == "processes":
-            return self._backward_in_processes(grad_parts)
-        return self._backward_in_turns(grad_parts)
-
-    # helper processes (workers.py)
-    def _forward_in_processes(self, parts: list, kernels: list) -> list:
+        """Worker 0's part here, the others' in helper processes (workers.py)."""
         settings, arrays = network_state(self.net)
         team = team_for(self.net, self._key, self.input_grad, len(parts) - 1)
         try:
             for worker, (helper, part) in enumerate(zip(team.helpers, parts[1:]), 1):
                 helper.send("forward", {"x": part, **arrays}, key=self._key,
-                            settings=settings, worker=worker)
+                                    settings=settings, worker=worker)
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 out = self._chain.forward(to_batch_last(parts[0]), kernels)
             outs = [from_batch_last(out)] + [arrays["y"] for _, arrays in
@@ -248,15 +242,20 @@ class FastNet:
         except BaseException:
             team.stop()  # a helper may be mid-pass: new ones for the next pass
             raise
-        self._team = team
-        return outs
+        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+        self._team, self._splits = team, self._splits + 1
+        self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
+        return out
 
-    def _backward_in_processes(self, grad_parts: list) -> list:
+    def _backward_parts(self, grad_out: np.ndarray) -> list:
+        """dL/dx of each part (batch first; None if not asked for), every helper's parameter
+        gradients added into the layers' own, in worker order."""
         team, self._team = self._team, None
+        grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
         try:
             for worker, (helper, grad) in enumerate(zip(team.helpers, grad_parts[1:]), 1):
                 helper.send("backward", {"grad": grad}, key=self._key, worker=worker,
-                            input_grad=self.input_grad)
+                                    input_grad=self.input_grad)
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 grad_x = self._chain.backward(to_batch_last(grad_parts[0]))
             results = [arrays for _, arrays in team.results("grads")]
@@ -270,46 +269,11 @@ class FastNet:
         return [None if grad_x is None else from_batch_last(grad_x)] + \
             [arrays.get("dL/dx") for arrays in results]
 
-    # threads taking turns (threads.py)
-    def _twin_nets(self, count: int) -> list:
-        """FastNets over ``count`` twins of the network, up to date."""
-        shape = structure(self.net)
-        if self._twins_of != shape or len(self._twins) != count:
-            self._twins = [FastNet(twin(self.net), self.input_grad, workers=1, _quiet=True)
-                           for _ in range(count)]
-            self._twins_of = shape
-        for helper in self._twins:
-            refresh(self.net, helper.net)
-        return self._twins
-
-    def _forward_in_turns(self, parts: list, kernels: list) -> list:
-        helpers = self._twin_nets(len(parts) - 1)
-        chains = [self._chain] + [helper._chain for helper in helpers]
-        plans = [kernels]
-        for helper, part in zip(helpers, parts[1:]):
-            plans.append(helper.plan(part))
-            helper._plan_ahead(plans[-1], part)
-        outs = run_in_turns(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
-                            len(parts))
-        return [from_batch_last(out) for out in outs]
-
-    def _backward_in_turns(self, grad_parts: list) -> list:
-        chains = [self._chain] + [helper._chain for helper in self._twins]
-        grads = run_in_turns(lambda k: chains[k].backward(to_batch_last(grad_parts[k])),
-                             len(chains))
-        for helper in self._twins:
-            helper._chain.release()
-        add_twin_gradients(self.net, [helper.net for helper in self._twins])
-        return [None if grad is None else from_batch_last(grad) for grad in grads]
-
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
         if isinstance(self._last, LastPass):
-            self._chain.release()  # (a helper process releases its own after backward, or
-            # at its next forward)
-            if self._last.sizes and self._way == "turns":
-                for helper in self._twins:
-                    helper._chain.release()
+            self._chain.release()  # (a helper releases its own after backward, or at its
+            # next forward)
 
     def _name_of(self, param: Parameter) -> str:
         """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""

@@ -81,39 +81,43 @@ def threads_setting() -> str:
 
 
 class WorkerChoice:
-    """How a split batch runs: its other parts in helper processes (here), or taking turns
-    with worker 0 on threads of this process (threads.py). Both give the same bits.
+    """Whether a pass runs split over the workers or on one, when the count was not set
+    (``FastNet(workers=None)`` and no NPNET_THREADS): by measurement.
 
-    Helper processes need a core each. On a quiet machine two processes ran LeNet's training
-    step in 24.5 ms against 30 ms on one worker; beside one busy program they took 44 ms, each
-    waiting at every BatchNorm for the other to be scheduled again, while taking turns on one
-    core keeps to the one-worker time (benchmarks/README.md, phase 7). So each plan's passes
-    are timed both ways, forward and backward: after a first pass each way (it starts
-    processes and plans kernels), both ways in turn until each has KEPT timings; then the way
-    whose least recent timing is shorter runs, and every PROBE_EVERY-th pass the other (every
-    4 * PROBE_EVERY-th if it took 1.5 times as long), to notice when the machine gets busy or
-    quiet again. ``fixed`` pins one way."""
+    Two workers need two free cores. Beside one busy program the helper process and this one
+    take turns with a core, and at each BatchNorm one waits for the other to be scheduled
+    again: LeNet's training step took 44 ms split against 30 ms on one worker there, while on
+    a quiet machine split took 24.5 ms (benchmarks/README.md, phase 7). So each plan's passes
+    are timed both ways, per sample, forward and backward: after a first pass each way (it
+    starts processes and plans kernels), both ways in turn until each has KEPT timings; then
+    the way whose least recent timing is shorter runs, and every PROBE_EVERY-th pass the
+    other (every 4 * PROBE_EVERY-th if it took 1.25 times as long), to notice when the
+    machine gets busy or quiet again.
 
-    WAYS = ("processes", "turns")
+    The two ways add BatchNorm's sums in different orders, so their results differ in float
+    rounding: a run that must repeat bit for bit sets the count (``--threads``,
+    NPNET_THREADS, ``FastNet(workers=k)``), and then always splits."""
+
+    WAYS = ("split", "one")
     PROBE_EVERY = 16
     KEPT = 3  # timings kept per way: the least of them is its cost (noise only adds time)
 
-    def __init__(self, fixed: str | None = None):
-        self.fixed = fixed
+    def __init__(self, measure: bool):
+        self.measure = measure
         self.seconds: dict = {}  # (plan, way, "forward" or "backward") -> the last KEPT times
         self.runs: dict = {}     # (plan, way) -> passes run
         self.passes = 0
 
     def pick(self, plan) -> str:
-        if self.fixed is not None:
-            return self.fixed
+        if not self.measure:
+            return "split"
         self.passes += 1
         runs = [self.runs.get((plan, way), 0) for way in self.WAYS]
         if min(runs) <= self.KEPT:  # a first pass each way (not timed), then KEPT each
             return self.WAYS[runs.index(min(runs))]
         best, other = sorted(self.WAYS, key=lambda way: self.cost(plan, way))
         # a way far behind is tried less often: each try costs its difference
-        every = self.PROBE_EVERY * (1 if self.cost(plan, other) < 1.5 * self.cost(plan, best)
+        every = self.PROBE_EVERY * (1 if self.cost(plan, other) < 1.25 * self.cost(plan, best)
                                     else 4)
         return other if self.passes % every == 0 else best
 
@@ -122,6 +126,8 @@ class WorkerChoice:
                    for half in ("forward", "backward"))
 
     def record(self, plan, way: str, half: str, seconds: float) -> None:
+        if not self.measure:
+            return
         if half == "forward":
             self.runs[(plan, way)] = self.runs.get((plan, way), 0) + 1
         if self.runs.get((plan, way), 0) > 1:
