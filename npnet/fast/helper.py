@@ -33,19 +33,21 @@ def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process that started it decides
     channel = Channel(Connection(fd))
     networks: dict = {}  # key -> FastNet
-    while True:
-        try:
+    try:
+        while True:
             kind, fields, arrays = channel.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            answer = handle(kind, fields, arrays, networks, channel)
-        except Exception as error:  # noqa: BLE001 - handed to the other process
-            channel.send("error", error=_picklable(error))
-            continue
-        if answer is not None:
-            answer_kind, answer_arrays = answer
-            channel.send(answer_kind, answer_arrays)
+            try:
+                answer = handle(kind, fields, arrays, networks, channel)
+            except (EOFError, OSError):
+                raise  # the other process has gone, or stopped this one mid-pass
+            except Exception as error:  # noqa: BLE001 - handed to the other process
+                channel.send("error", error=_picklable(error))
+                continue
+            if answer is not None:
+                answer_kind, answer_arrays = answer
+                channel.send(answer_kind, answer_arrays)
+    except (EOFError, OSError):
+        return  # quietly: the other process has said (or will say) what happened
 
 
 def handle(kind: str, fields: dict, arrays: dict, networks: dict, channel: Channel):

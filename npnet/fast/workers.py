@@ -329,10 +329,10 @@ class HelperProcess:
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.channel.close()
-        with contextlib.suppress(Exception):
-            self.process.kill()
+            self.process.kill()  # first: a helper told by a closed socket might still print
             self.process.wait(5)
+        with contextlib.suppress(Exception):
+            self.channel.close()
 
 
 class Team:
