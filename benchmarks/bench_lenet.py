@@ -58,6 +58,9 @@ from npnet.models import lenet  # noqa: E402
 BATCH = 256
 EVAL_BATCHES = (256, 1000)
 LR = 0.1
+# passes before timing: a FastNet first times each way of running a split batch (helper
+# processes, threads, one worker: 1 + 3 passes each, npnet/fast/workers.py WorkerChoice)
+WARMUP = 15
 
 
 # ------------------------------------------------------------------------------ the models
@@ -445,7 +448,7 @@ def start_busy_process() -> subprocess.Popen:
 
 
 def measure(args) -> None:
-    blocks, iterations, warmup = (1, 2, 1) if args.quick else (args.blocks, 10, 5)
+    blocks, iterations, warmup = (1, 2, 1) if args.quick else (args.blocks, 10, WARMUP)
     use_torch = have_torch() and not args.no_torch
     kinds = ["scratch", "nn"] if args.torch_bn == "both" else [args.torch_bn]
 

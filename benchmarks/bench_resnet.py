@@ -43,6 +43,9 @@ BATCH = 256
 EVAL_BATCHES = (256, 1000)
 LR = 0.1
 MODELS = {"resnet": resnet, "densenet": densenet}
+# passes before timing: a FastNet first times each way of running a split batch (helper
+# processes, threads, one worker: 1 + 3 passes each, npnet/fast/workers.py WorkerChoice)
+WARMUP = 15
 
 
 def npnet_sides(model_name: str, workers: int | None = None):
@@ -211,7 +214,7 @@ def main() -> None:
     args = parser.parse_args()
 
     set_threads(args.threads)
-    blocks, iterations, warmup = (1, 1, 1) if args.quick else (args.blocks, 3, 2)
+    blocks, iterations, warmup = (1, 1, 1) if args.quick else (args.blocks, 3, WARMUP)
     use_torch = have_torch() and not args.no_torch
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"{args.model} 28x28, float32, {args.threads} thread(s) (npnet: workers); numpy "

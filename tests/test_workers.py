@@ -185,7 +185,7 @@ def test_unsafe_networks_and_small_batches_run_on_one_worker(why):
 
 def step_on_two(seed=0):
     npnet.manual_seed(seed)
-    fast = FastNet(lenet(batch_norm=True), workers=2)
+    fast = FastNet(lenet(batch_norm=True), workers=2, executor="processes")
     x, labels = batch((1, 28, 28), count=40, dtype=np.float32)
     results = step_results(fast, x, labels)
     assert fast._splits == 1
@@ -273,47 +273,90 @@ def test_two_worker_steps_are_bitwise_repeatable():
             np.testing.assert_array_equal(results[key], first[key], err_msg=key)
 
 
-# ------------------------------------------------------------ split or not, by timing
-def test_the_choice_measures_both_ways_then_runs_the_faster_and_probes_the_other():
-    choice = workers.WorkerChoice(measure=True)
+# ------------------------------------------------------------ which way, by timing
+def test_the_choice_measures_each_way_then_runs_the_fastest_and_probes_another():
+    choice = workers.WorkerChoice(("processes", "one"))
     seen = []
     for _ in range(8):  # each way: a first pass (not timed), then three timed, in turn
         way = choice.pick("plan")
         seen.append(way)
-        choice.record("plan", way, "forward", {"split": 1.0, "one": 3.0}[way])
-        choice.record("plan", way, "backward", {"split": 1.0, "one": 0.5}[way])
-    assert seen == ["split", "one"] * 4
-    # split: 2 s a pass, one: 3.5 s: split from now on, but for every 64th pass (every 16th
-    # if one worker took less than 1.25 times as long)
+        choice.record("plan", way, "forward", {"processes": 1.0, "one": 3.0}[way])
+        choice.record("plan", way, "backward", {"processes": 1.0, "one": 0.5}[way])
+    assert seen == ["processes", "one"] * 4
+    # processes: 2 s a pass, one: 3.5 s: processes from now on, but for every 64th pass
+    # (every 16th if one worker took less than 1.25 times as long)
     ways = [choice.pick("plan") for _ in range(128)]
-    assert ways.count("one") == 2 and ways.count("split") == 126
+    assert ways.count("one") == 2 and ways.count("processes") == 126
     choice.record("plan", "one", "forward", 1.8)  # now 2.3 s
     ways = [choice.pick("plan") for _ in range(64)]
     assert ways.count("one") == 4
-    choice.record("plan", "split", "forward", 0.5)  # a quicker pass counts at once
-    assert choice.cost("plan", "split") == 1.5
+    choice.record("plan", "processes", "forward", 0.5)  # a quicker pass counts at once
+    assert choice.cost("plan", "processes") == 1.5
     for _ in range(3):  # the machine got busy: split passes take 9 s now
-        choice.record("plan", "split", "forward", 9.0)
+        choice.record("plan", "processes", "forward", 9.0)
     assert choice.pick("plan") == "one"
 
 
-def test_a_count_that_is_set_always_splits():
-    choice = workers.WorkerChoice(measure=False)
-    assert {choice.pick("plan") for _ in range(40)} == {"split"}
+def test_probes_take_the_other_ways_in_turn():
+    choice = workers.WorkerChoice(("processes", "threads", "one"))
+    for _ in range(12):
+        way = choice.pick("plan")
+        choice.record("plan", way, "forward", {"processes": 1.0, "threads": 1.1, "one": 1.2}[way])
+    ways = [choice.pick("plan") for _ in range(64)]
+    assert ways.count("threads") == 2 and ways.count("one") == 2
 
 
-def test_with_no_count_set_fastnet_times_both_ways(monkeypatch):
+def test_a_count_that_is_set_never_runs_on_one_worker(monkeypatch):
+    monkeypatch.delenv("NPNET_THREADS", raising=False)
+    assert FastNet(lenet(), workers=2)._choice.ways == ("processes", "threads")
+    assert FastNet(lenet())._choice.ways == ("processes", "threads", "one")
+    monkeypatch.setenv("NPNET_THREADS", "2")
+    assert FastNet(lenet())._choice.ways == ("processes", "threads")
+    assert FastNet(lenet(), executor="threads")._choice.ways == ("threads",)
+    with pytest.raises(ValueError, match="FastNet expects executor"):
+        FastNet(lenet(), executor="gpu")
+
+
+@pytest.mark.parametrize("name", ["lenet-bn", "resnet", "densenet"])
+def test_processes_and_threads_give_the_same_bits(name):
+    """Steps with an optimizer, the way switching from pass to pass as the timing switches
+    it, against each way alone: every parameter and buffer equal bit for bit (float32)."""
+    make, shape = NETWORKS[name]
+    nets = twins(make, dtype=np.float32, count=3)
+    x, labels = batch(shape, count=40, seed=5, dtype=np.float32)
+    runners = [FastNet(nets[0], workers=2, executor="processes"),
+               FastNet(nets[1], workers=2, executor="threads"), FastNet(nets[2], workers=2)]
+    optimizers = [npnet.SGD(net.parameters(), lr=0.1, momentum=0.9) for net in nets]
+    criterion = npnet.CrossEntropyLoss()
+    ways = []
+    for _ in range(5):
+        for runner, optimizer in zip(runners, optimizers):
+            optimizer.zero_grad()
+            criterion(runner(x), labels)
+            runner.backward(criterion.backward())
+            optimizer.step()
+        ways.append(runners[2]._way)
+    assert runners[0]._way == "processes" and runners[1]._way == "threads"
+    assert set(ways) == {"processes", "threads"}  # the timed one ran both
+    for state in (nets[1].state_dict(), nets[2].state_dict()):
+        for (key, want), got in zip(nets[0].state_dict().items(), state.values()):
+            np.testing.assert_array_equal(got, want, err_msg=key)
+
+
+def test_with_no_count_set_fastnet_times_every_way(monkeypatch):
     monkeypatch.delenv("NPNET_THREADS", raising=False)
     npnet.manual_seed(0)
     fast = FastNet(lenet(batch_norm=True))
     if fast.workers < 2:
         pytest.skip("one core here: nothing to choose")
     x, labels = batch((1, 28, 28), count=40, dtype=np.float32)
-    splits = []
+    ways = []
     for _ in range(6):
+        splits = fast._splits
         step_results(fast, x, labels)
-        splits.append(fast._splits)
-    assert splits == [1, 1, 2, 2, 3, 3]  # split, one, in turn
+        ways.append(fast._way if fast._splits > splits else "one")
+    assert ways == ["processes", "threads", "one"] * 2
     plan = id(fast.plan(x))
-    assert {key[:2] for key in fast._choice.seconds} == {(plan, "split"), (plan, "one")}
+    assert {key[:2] for key in fast._choice.seconds} == {
+        (plan, "processes"), (plan, "threads"), (plan, "one")}
     assert all(min(seconds) > 0 for seconds in fast._choice.seconds.values())

@@ -25,8 +25,9 @@ from .chain import KERNELS, FastPathWarning, Planner, kernel_for, open_up  # noq
 from .layout import from_batch_last, to_batch_last
 from .memory import keep_freed_memory
 from .proof import own_methods
+from .threads import add_twin_gradients, refresh, run_threads, twin
 from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, WorkerChoice, alone,
-                      default_workers, network_key, network_state, team_for,
+                      default_workers, network_key, network_state, structure, team_for,
                       threads_setting, working_as)
 
 
@@ -50,18 +51,25 @@ class FastNet:
     """
 
     def __init__(self, net: Module, input_grad: bool = False, workers: int | None = None, *,
-                 _quiet: bool = False):
+                 executor: str | None = None, _quiet: bool = False):
         if not isinstance(net, Module):
             raise TypeError(f"FastNet expects an npnet Module; got {type(net).__name__}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"FastNet expects workers >= 1 (threads, each on a part of the "
                              f"batch); got {workers!r}")
+        if executor not in (None, "processes", "threads", "one"):
+            raise ValueError(f"FastNet expects executor None (timed), 'processes', 'threads' "
+                             f"or 'one'; got {executor!r}")
         keep_freed_memory()  # each step's arrays reuse the last step's pages (memory.py)
         self.net = net
         self.input_grad = input_grad
         self.workers = default_workers() if workers is None else workers
-        # a count not set is followed by measurement: split or not, whichever is faster now
-        self._choice = WorkerChoice(measure=workers is None and not threads_setting())
+        # split over processes or threads (the same bits), or with no count set on one
+        # worker too: whichever is fastest now (workers.WorkerChoice)
+        ways = ("processes", "threads")
+        if workers is None and not threads_setting():
+            ways += ("one",)
+        self._choice = WorkerChoice(ways if executor is None else (executor,))
         self._timed = None
         self._planner = Planner(net, announce=not _quiet)  # says each notice once per FastNet
         self._chain = self._planner.chain(self.layers, input_grad)
@@ -70,7 +78,10 @@ class FastNet:
         # CacheState: used up by backward, or dropped by astype
         self._last = None
         self._key = network_key()  # how helper processes (workers.py) name their copy of net
-        self._team = None  # the workers of the last split pass, until its backward
+        self._way = None  # how the last split pass ran: "processes" or "threads"
+        self._team = None  # the helper processes of the last split pass, until its backward
+        self._twins: list = []  # FastNets over twins of net, for worker threads 1, 2, ...
+        self._twins_of = None   # the structure of net they were made for
         self._splits = 0  # passes run split over workers (for tests and benchmarks)
         self._planned_ahead: set = set()  # ids of the plans whose blocks are planned too
 
@@ -127,8 +138,8 @@ class FastNet:
             if not self._planner.announced:  # else a layer runs as written: see _shareable
                 way = self._choice.pick(id(kernels))
         start = time.perf_counter()
-        if way == "split":
-            out = self._forward_parts(parts, kernels, versions)
+        if way != "one":
+            out = self._forward_parts(parts, kernels, versions, way)
         else:
             with self._blas_threads():
                 out = self._chain.forward(to_batch_last(x), kernels)
@@ -137,7 +148,7 @@ class FastNet:
             self._timed = (id(kernels), way, len(x))
             self._choice.record(*self._timed[:2], "forward",
                                 (time.perf_counter() - start) / len(x))
-        if way == "split":
+        if way != "one":
             return out
         if isinstance(self.net, Sequential):  # opened up: the chain ran its layers, not it
             for hook in self.net._forward_hooks:
@@ -227,14 +238,35 @@ class FastNet:
                 return False
         return True
 
-    def _forward_parts(self, parts: list, kernels: list, versions: list) -> np.ndarray:
-        """Worker 0's part here, the others' in helper processes (workers.py)."""
+    def _forward_parts(self, parts: list, kernels: list, versions: list,
+                       way: str) -> np.ndarray:
+        """Worker 0's part here, the others' in helper processes (workers.py) or on threads
+        (threads.py): the same bits either way."""
+        if way == "processes":
+            outs = self._forward_in_processes(parts, kernels)
+        else:
+            outs = self._forward_on_threads(parts, kernels)
+        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
+        self._way, self._splits = way, self._splits + 1
+        self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
+        return out
+
+    def _backward_parts(self, grad_out: np.ndarray) -> list:
+        """dL/dx of each part (batch first; None if not asked for), the other workers'
+        parameter gradients added into the layers' own, in worker order."""
+        grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
+        if self._way == "processes":
+            return self._backward_in_processes(grad_parts)
+        return self._backward_on_threads(grad_parts)
+
+    # helper processes (workers.py)
+    def _forward_in_processes(self, parts: list, kernels: list) -> list:
         settings, arrays = network_state(self.net)
         team = team_for(self.net, self._key, self.input_grad, len(parts) - 1)
         try:
             for worker, (helper, part) in enumerate(zip(team.helpers, parts[1:]), 1):
                 helper.send("forward", {"x": part, **arrays}, key=self._key,
-                                    settings=settings, worker=worker)
+                            settings=settings, worker=worker)
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 out = self._chain.forward(to_batch_last(parts[0]), kernels)
             outs = [from_batch_last(out)] + [arrays["y"] for _, arrays in
@@ -242,20 +274,15 @@ class FastNet:
         except BaseException:
             team.stop()  # a helper may be mid-pass: new ones for the next pass
             raise
-        out = np.ascontiguousarray(np.concatenate(outs, axis=0))
-        self._team, self._splits = team, self._splits + 1
-        self._last = LastPass(kernels, out.shape, versions, tuple(len(part) for part in parts))
-        return out
+        self._team = team
+        return outs
 
-    def _backward_parts(self, grad_out: np.ndarray) -> list:
-        """dL/dx of each part (batch first; None if not asked for), every helper's parameter
-        gradients added into the layers' own, in worker order."""
+    def _backward_in_processes(self, grad_parts: list) -> list:
         team, self._team = self._team, None
-        grad_parts = np.split(grad_out, np.cumsum(self._last.sizes)[:-1])
         try:
             for worker, (helper, grad) in enumerate(zip(team.helpers, grad_parts[1:]), 1):
                 helper.send("backward", {"grad": grad}, key=self._key, worker=worker,
-                                    input_grad=self.input_grad)
+                            input_grad=self.input_grad)
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 grad_x = self._chain.backward(to_batch_last(grad_parts[0]))
             results = [arrays for _, arrays in team.results("grads")]
@@ -269,11 +296,46 @@ class FastNet:
         return [None if grad_x is None else from_batch_last(grad_x)] + \
             [arrays.get("dL/dx") for arrays in results]
 
+    # threads (threads.py)
+    def _twin_nets(self, count: int) -> list:
+        """FastNets over ``count`` twins of the network, up to date."""
+        shape = structure(self.net)
+        if self._twins_of != shape or len(self._twins) != count:
+            self._twins = [FastNet(twin(self.net), self.input_grad, workers=1, _quiet=True)
+                           for _ in range(count)]
+            self._twins_of = shape
+        for helper in self._twins:
+            refresh(self.net, helper.net)
+        return self._twins
+
+    def _forward_on_threads(self, parts: list, kernels: list) -> list:
+        helpers = self._twin_nets(len(parts) - 1)
+        chains = [self._chain] + [helper._chain for helper in helpers]
+        plans = [kernels]
+        for helper, part in zip(helpers, parts[1:]):
+            plans.append(helper.plan(part))
+            helper._plan_ahead(plans[-1], part)
+        outs = run_threads(lambda k: chains[k].forward(to_batch_last(parts[k]), plans[k]),
+                           len(parts))
+        return [from_batch_last(out) for out in outs]
+
+    def _backward_on_threads(self, grad_parts: list) -> list:
+        chains = [self._chain] + [helper._chain for helper in self._twins]
+        grads = run_threads(lambda k: chains[k].backward(to_batch_last(grad_parts[k])),
+                            len(chains))
+        for helper in self._twins:
+            helper._chain.release()
+        add_twin_gradients(self.net, [helper.net for helper in self._twins])
+        return [None if grad is None else from_batch_last(grad) for grad in grads]
+
     def _release(self) -> None:
         """Drop what the kernels of the last pass kept for backward (the activations)."""
         if isinstance(self._last, LastPass):
-            self._chain.release()  # (a helper releases its own after backward, or at its
-            # next forward)
+            self._chain.release()  # (a helper process releases its own after backward, or
+            # at its next forward)
+            if self._last.sizes and self._way == "threads":
+                for helper in self._twins:
+                    helper._chain.release()
 
     def _name_of(self, param: Parameter) -> str:
         """'Linear(256, 120).weight (layer 9)': how an error names a parameter."""
@@ -298,17 +360,21 @@ class FastNet:
         return self._chain.plan(x.shape[1:], x.dtype)
 
 
-# Worker 0's part is this much larger than a helper's: a helper starts later (its message,
-# the network's state) and worker 0 would otherwise wait for it at the end of every pass, and
-# a process that waits sleeps and is slow to wake. Evaluation at batch 256 took 5.3 ms with
-# worker 0 on 55% of the batch, 7.3 ms on 50% (benchmarks/README.md, phase 7).
-FIRST_PART_WEIGHT = 1.2
+# Worker 0 takes this many samples more than the others: a helper starts later (its message,
+# the network's state), and worker 0 would otherwise wait for it at the end of every pass, and
+# a process that waits sleeps and is slow to wake. LeNet's evaluation at batch 256 took 5.3 ms
+# with worker 0 on 55% of the batch, 7.3 ms on 50% (benchmarks/README.md, phase 7). A fixed
+# number, not a share: on a long pass (a ResNet at batch 1000) the lag is nothing.
+FIRST_PART_EXTRA = 24
 
 
 def split_batch(x: np.ndarray, count: int) -> list:
-    """x cut into ``count`` parts along the batch axis, the first FIRST_PART_WEIGHT times as
-    large as each of the others (the same sizes for the same batch size, every time)."""
-    first = int(round(len(x) * FIRST_PART_WEIGHT / (FIRST_PART_WEIGHT + count - 1)))
+    """x cut into ``count`` parts along the batch axis: the first FIRST_PART_EXTRA samples
+    larger than each of the others, which keep MIN_SAMPLES_PER_WORKER at least (the same
+    sizes for the same batch size, every time)."""
+    first = min((len(x) + (count - 1) * FIRST_PART_EXTRA) // count,
+                len(x) - (count - 1) * MIN_SAMPLES_PER_WORKER)
+    first = max(first, len(x) // count)
     return [x[:first]] + np.array_split(x[first:], count - 1)
 
 

@@ -81,41 +81,46 @@ def threads_setting() -> str:
 
 
 class WorkerChoice:
-    """Whether a pass runs split over the workers or on one, when the count was not set
-    (``FastNet(workers=None)`` and no NPNET_THREADS): by measurement.
+    """How each pass of a plan runs, by measurement: split over helper processes
+    ("processes", here), split over threads of this process ("threads", threads.py), or on
+    one worker ("one", only when the count of workers was not set).
 
-    Two workers need two free cores. Beside one busy program the helper process and this one
-    take turns with a core, and at each BatchNorm one waits for the other to be scheduled
-    again: LeNet's training step took 44 ms split against 30 ms on one worker there, while on
-    a quiet machine split took 24.5 ms (benchmarks/README.md, phase 7). So each plan's passes
-    are timed both ways, per sample, forward and backward: after a first pass each way (it
-    starts processes and plans kernels), both ways in turn until each has KEPT timings; then
-    the way whose least recent timing is shorter runs, and every PROBE_EVERY-th pass the
-    other (every 4 * PROBE_EVERY-th if it took 1.25 times as long), to notice when the
-    machine gets busy or quiet again.
+    - Processes suit LeNet: its many short NumPy calls would hand Python's GIL between two
+      threads at every call (each half batch ran 1.7x slower on two threads than alone).
+    - Threads suit a ResNet: its long products seldom want the GIL, and threads need no copy
+      of the network's state. The two give the same bits, so a run that sets the count
+      (``--threads``, NPNET_THREADS, ``FastNet(workers=k)``) may switch between them freely
+      and still repeats bit for bit.
+    - One worker suits a busy machine: beside one busy program, the helper process and this
+      one take turns with a core and wait for each other at every BatchNorm (LeNet's step
+      took 44 ms split, 30 ms on one worker). One worker adds BatchNorm's sums over other
+      parts than a split pass, so its results differ in float rounding: it is a way only when
+      the count was not set.
 
-    The two ways add BatchNorm's sums in different orders, so their results differ in float
-    rounding: a run that must repeat bit for bit sets the count (``--threads``,
-    NPNET_THREADS, ``FastNet(workers=k)``), and then always splits."""
+    Each plan's passes are timed each way, per sample, forward and backward: after a first
+    pass each way (it starts processes and plans kernels), the ways in turn until each has
+    KEPT timings; then the way whose least recent timing is shortest runs, and every
+    PROBE_EVERY-th pass another (every 4 * PROBE_EVERY-th if it took 1.25 times as long), to
+    notice when the machine gets busy or quiet again (benchmarks/README.md, phase 7)."""
 
-    WAYS = ("split", "one")
     PROBE_EVERY = 16
     KEPT = 3  # timings kept per way: the least of them is its cost (noise only adds time)
 
-    def __init__(self, measure: bool):
-        self.measure = measure
+    def __init__(self, ways: tuple):
+        self.ways = ways
         self.seconds: dict = {}  # (plan, way, "forward" or "backward") -> the last KEPT times
         self.runs: dict = {}     # (plan, way) -> passes run
         self.passes = 0
 
     def pick(self, plan) -> str:
-        if not self.measure:
-            return "split"
+        if len(self.ways) == 1:
+            return self.ways[0]
         self.passes += 1
-        runs = [self.runs.get((plan, way), 0) for way in self.WAYS]
+        runs = [self.runs.get((plan, way), 0) for way in self.ways]
         if min(runs) <= self.KEPT:  # a first pass each way (not timed), then KEPT each
-            return self.WAYS[runs.index(min(runs))]
-        best, other = sorted(self.WAYS, key=lambda way: self.cost(plan, way))
+            return self.ways[runs.index(min(runs))]
+        best, *others = sorted(self.ways, key=lambda way: self.cost(plan, way))
+        other = others[(self.passes // self.PROBE_EVERY) % len(others)]
         # a way far behind is tried less often: each try costs its difference
         every = self.PROBE_EVERY * (1 if self.cost(plan, other) < 1.25 * self.cost(plan, best)
                                     else 4)
@@ -126,7 +131,7 @@ class WorkerChoice:
                    for half in ("forward", "backward"))
 
     def record(self, plan, way: str, half: str, seconds: float) -> None:
-        if not self.measure:
+        if len(self.ways) == 1:
             return
         if half == "forward":
             self.runs[(plan, way)] = self.runs.get((plan, way), 0) + 1
