@@ -48,7 +48,9 @@ data that cannot be loaded is then an error.
 --limit, --model, --no-batchnorm, --batch-size, --init, --seed, --optimizer, --lr,
 --momentum, --weight-decay, --schedule, --step-size, --update-bn, all recorded in the
 checkpoint, with the optimizer's and the schedule's state); a different one is refused, saying
-which. A resumed run is bitwise the run it continues, its learning-rate schedule included.
+which. A resumed run is bitwise the run it continues, its learning-rate schedule included,
+when both set --threads (by default npnet picks per pass between one core and two by timing,
+and runs agree to float rounding only).
 
 One run at a time writes a folder: a second run with the same --out is refused, naming the
 first (its process id); a lock left by a killed run is taken over.
@@ -231,11 +233,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(setting the environment variable NPNET_FAST=0 is the same as "
                              "--no-fast)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="threads npnet uses: N workers on the fast backend, each on a "
-                             "part of every batch (with NumPy's BLAS at one thread each); with "
-                             "--threads 1 NumPy's BLAS is held to one thread as well. Default: "
-                             "the environment variable NPNET_THREADS, else the cores this "
-                             "process may use")
+                        help="cores npnet uses: N workers on the fast backend, each on a "
+                             "part of every batch (worker 0 in this process, the others in "
+                             "helper processes or threads, NumPy's BLAS at one thread each); "
+                             "with --threads 1 NumPy's BLAS is held to one thread as well. A "
+                             "run with --threads set repeats bit for bit, and --resume "
+                             "continues it bit for bit. Default: the environment variable "
+                             "NPNET_THREADS, else the cores this process may use (at most 2), "
+                             "each pass split over them or run on one, whichever is faster at "
+                             "the moment (a busy machine): two such runs agree to float "
+                             "rounding, not bit for bit")
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be 1 or more; got {args.threads}")

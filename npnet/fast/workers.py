@@ -100,8 +100,8 @@ class WorkerChoice:
     Each plan's passes are timed each way, per sample, forward and backward: after a first
     pass each way (it starts processes and plans kernels), the ways in turn until each has
     KEPT timings; then the way whose least recent timing is shortest runs, and every
-    PROBE_EVERY-th pass another (every 4 * PROBE_EVERY-th if it took 1.25 times as long), to
-    notice when the machine gets busy or quiet again (benchmarks/README.md, phase 7)."""
+    PROBE_EVERY-th pass another, in turn, to notice when the machine gets busy or quiet again,
+    or a way whose first timings were taken in a bad moment (benchmarks/README.md, phase 7)."""
 
     PROBE_EVERY = 16
     KEPT = 3  # timings kept per way: the least of them is its cost (noise only adds time)
@@ -120,11 +120,9 @@ class WorkerChoice:
         if min(runs) <= self.KEPT:  # a first pass each way (not timed), then KEPT each
             return self.ways[runs.index(min(runs))]
         best, *others = sorted(self.ways, key=lambda way: self.cost(plan, way))
-        other = others[(self.passes // self.PROBE_EVERY) % len(others)]
-        # a way far behind is tried less often: each try costs its difference
-        every = self.PROBE_EVERY * (1 if self.cost(plan, other) < 1.25 * self.cost(plan, best)
-                                    else 4)
-        return other if self.passes % every == 0 else best
+        if self.passes % self.PROBE_EVERY:
+            return best
+        return others[(self.passes // self.PROBE_EVERY) % len(others)]
 
     def cost(self, plan, way: str) -> float:
         return sum(min(self.seconds.get((plan, way, half), [0.0]))
