@@ -48,6 +48,12 @@ class FastNet:
     - input_grad: whether ``backward`` returns dL/dx. False (the default) for images, which
       need no gradient: the first layer then skips that work, as PyTorch does for inputs that
       do not require grad.
+    - workers: how many parts a batch is cut into, each on a core (workers.py). None (the
+      default): NPNET_THREADS, else the cores this process may use, at most 2, and each pass
+      may also run on one worker when that is faster (a busy machine): two runs then agree to
+      float rounding. A number: always split (from 32 samples), every run the same bits.
+    - executor: how the other parts run, None (timed), "processes" or "threads" (the same
+      bits), or "one"; for tests and benchmarks.
     """
 
     def __init__(self, net: Module, input_grad: bool = False, workers: int | None = None, *,

@@ -8,12 +8,14 @@ the same kernels, with OpenBLAS held to one thread per worker:
 
     x (N, ...) -> parts x_0 (N_0, ...), x_1 (N_1, ...)      N_0 + N_1 = N
     worker 0: the network's own layers on x_0, in this process
-    worker k: a copy of the network on x_k, in a helper process (helper.py)
+    worker k: a copy of the network on x_k, in a helper process (helper.py), or twins of the
+              layers on a thread of this process (threads.py)
 
-Why processes, not threads: every NumPy call hands Python's GIL to the other thread and takes
-it back, and each hand-over wakes a sleeping thread. Two threads each running half a batch of
-LeNet ran each half 1.7x slower than one thread alone; two processes ran at full speed
-(benchmarks/README.md, phase 7).
+Why processes: every NumPy call hands Python's GIL to the other thread and takes it back, and
+each hand-over wakes a sleeping thread. Two threads each running half a batch of LeNet ran each
+half 1.7x slower than one thread alone; two processes ran at full speed (benchmarks/README.md,
+phase 7). A ResNet's long products seldom want the GIL, and threads copy nothing: which of the
+two runs, or (with the count not set) one worker on a busy machine, is timed (WorkerChoice).
 
 Everything but BatchNorm in training mode treats each sample on its own, so the parts need
 nothing from each other. BatchNorm's statistics are over the whole batch: at each BatchNorm
