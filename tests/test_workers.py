@@ -124,17 +124,25 @@ def test_several_steps_with_an_optimizer_stay_together():
     """An optimizer replaces nothing but writes into .data; the twins see every step."""
     one, two = twins(lambda: resnet(), dtype=np.float64)
     x, labels = batch((1, 28, 28), count=40, seed=3)
-    runners = [FastNet(one, workers=1), FastNet(two, workers=2)]
-    optimizers = [npnet.SGD(net.parameters(), lr=0.1, momentum=0.9) for net in (one, two)]
+    train_side_by_side([FastNet(one, workers=1), FastNet(two, workers=2)], x, labels, 4)
+    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def train_side_by_side(runners: list, x, labels, steps: int) -> list:
+    """``steps`` SGD steps (momentum 0.9) of each runner in turn on the same batch; returns
+    how the last runner ran each step (its ``_way``)."""
+    optimizers = [npnet.SGD(runner.parameters(), lr=0.1, momentum=0.9) for runner in runners]
     criterion = npnet.CrossEntropyLoss()
-    for _ in range(4):
+    ways = []
+    for _ in range(steps):
         for runner, optimizer in zip(runners, optimizers):
             optimizer.zero_grad()
             criterion(runner(x), labels)
             runner.backward(criterion.backward())
             optimizer.step()
-    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values()):
-        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12, err_msg=name)
+        ways.append(runners[-1]._way)
+    return ways
 
 
 def test_a_wrong_batchnorm_exchange_would_be_caught(monkeypatch):
@@ -322,16 +330,7 @@ def test_processes_and_threads_give_the_same_bits(name):
     x, labels = batch(shape, count=40, seed=5, dtype=np.float32)
     runners = [FastNet(nets[0], workers=2, executor="processes"),
                FastNet(nets[1], workers=2, executor="threads"), FastNet(nets[2], workers=2)]
-    optimizers = [npnet.SGD(net.parameters(), lr=0.1, momentum=0.9) for net in nets]
-    criterion = npnet.CrossEntropyLoss()
-    ways = []
-    for _ in range(5):
-        for runner, optimizer in zip(runners, optimizers):
-            optimizer.zero_grad()
-            criterion(runner(x), labels)
-            runner.backward(criterion.backward())
-            optimizer.step()
-        ways.append(runners[2]._way)
+    ways = train_side_by_side(runners, x, labels, 5)
     assert runners[0]._way == "processes" and runners[1]._way == "threads"
     assert set(ways) == {"processes", "threads"}  # the timed one ran both
     for state in (nets[1].state_dict(), nets[2].state_dict()):
