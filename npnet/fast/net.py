@@ -61,8 +61,8 @@ class FastNet:
         if not isinstance(net, Module):
             raise TypeError(f"FastNet expects an npnet Module; got {type(net).__name__}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"FastNet expects workers >= 1 (threads, each on a part of the "
-                             f"batch); got {workers!r}")
+            raise ValueError(f"FastNet expects workers >= 1 (each on a part of the batch); "
+                             f"got {workers!r}")
         if executor not in (None, "processes", "threads", "one"):
             raise ValueError(f"FastNet expects executor None (timed), 'processes', 'threads' "
                              f"or 'one'; got {executor!r}")
