@@ -48,6 +48,8 @@ def main(fd: int) -> None:
                 channel.send(answer_kind, answer_arrays)
     except (EOFError, OSError):
         return  # quietly: the other process has said (or will say) what happened
+    finally:
+        channel.close()  # removes this side's file in shared memory, if still named
 
 
 def handle(kind: str, fields: dict, arrays: dict, networks: dict, channel: Channel):
