@@ -107,60 +107,69 @@ def checkpoints(steps: list, epoch_steps: int, epochs: int) -> dict:
     return marks
 
 
+def train_epochs(args, loader, marks: dict, names, step, state):
+    """The loop both sides run: ``args.epochs`` epochs of ``step(x, y) -> loss`` (a float)
+    over ``loader``, a snapshot of ``state()`` (a state dict) at each step in ``marks``.
+    Returns the snapshots and the mean loss of the last epoch."""
+    snapshots, count = Snapshots(), 0
+    for epoch in range(args.epochs):
+        loader.set_epoch(epoch)
+        loss_sum, seen = 0.0, 0
+        for x, y in loader:
+            loss = step(x, y)
+            loss_sum, seen, count = loss_sum + loss * len(y), seen + len(y), count + 1
+            if count in marks:
+                snapshots.take(marks[count], state(), names)
+    return snapshots, loss_sum / seen
+
+
 def npnet_run(args, loader, dtype, block: int, marks: dict):
     """Train npnet's LeNet-BN in ``dtype`` with ``BLOCK = block``: the loop of ``fit``, on the
     network ``fit`` would run (a FastNet without the images' gradient). Returns the
     snapshots, the mean loss of the last epoch and the trained model."""
     model = initial_model(args.seed, dtype)
-    names = batch_norm_names(model)
-    net = npnet.FastNet(model, input_grad=False, workers=args.workers)
+    net = npnet.FastNet(model, input_grad=False, workers=args.workers).train()
     optimizer = npnet.SGD(model.parameters(), lr=args.lr)
     criterion = npnet.CrossEntropyLoss()
-    snapshots, step, saved_block = Snapshots(), 0, fast_bn.BLOCK
-    fast_bn.BLOCK = block
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = criterion(net(x), y)
+        net.backward(criterion.backward())
+        optimizer.step()
+        return loss
+
+    saved_block, fast_bn.BLOCK = fast_bn.BLOCK, block
     try:
-        for epoch in range(args.epochs):
-            loader.set_epoch(epoch)
-            net.train()
-            loss_sum, seen = 0.0, 0
-            for x, y in loader:
-                optimizer.zero_grad()
-                loss = criterion(net(x), y)
-                net.backward(criterion.backward())
-                optimizer.step()
-                loss_sum, seen, step = loss_sum + loss * len(y), seen + len(y), step + 1
-                if step in marks:
-                    snapshots.take(marks[step], model.state_dict(), names)
+        snapshots, loss = train_epochs(args, loader, marks, batch_norm_names(model), step,
+                                       model.state_dict)
     finally:
         fast_bn.BLOCK = saved_block
-    return snapshots, loss_sum / seen, model
+    return snapshots, loss, model
 
 
 def torch_run(args, loader, dtype, marks: dict):
     """The same training in PyTorch: npnet's initial weights copied into the translated
     network (the seed's BatchNorm), the same batches, torch.optim.SGD."""
     model = initial_model(args.seed, dtype)
-    names = batch_norm_names(model)
     torch_model = to_torch(model, "scratch").to(TORCH_DTYPES[dtype])
     copy_weights(model, torch_model, "scratch")
+    torch_model.train()
     optimizer = torch.optim.SGD(torch_model.parameters(), lr=args.lr)
-    snapshots, step = Snapshots(), 0
-    for epoch in range(args.epochs):
-        loader.set_epoch(epoch)
-        torch_model.train()
-        loss_sum, seen = 0.0, 0
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(torch_model(torch.from_numpy(x)),
-                                   torch.from_numpy(y.astype(np.int64)))
-            loss.backward()
-            optimizer.step()
-            loss_sum, seen, step = loss_sum + loss.item() * len(y), seen + len(y), step + 1
-            if step in marks:
-                state = {name: value.detach().numpy()
-                         for name, value in torch_model.state_dict().items()}
-                snapshots.take(marks[step], state, names)
-    return snapshots, loss_sum / seen, torch_model
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(torch_model(torch.from_numpy(x)),
+                               torch.from_numpy(y.astype(np.int64)))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def state():
+        return {name: value.detach().numpy() for name, value in torch_model.state_dict().items()}
+
+    snapshots, loss = train_epochs(args, loader, marks, batch_norm_names(model), step, state)
+    return snapshots, loss, torch_model
 
 
 def drift(ours: Snapshots, reference: Snapshots) -> dict:

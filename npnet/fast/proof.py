@@ -50,15 +50,20 @@ class Verdict:
         return self.difference <= TOLERANCE
 
 
-def float64_copy(module):
-    """A float64 copy of ``module`` with its own parameters and buffers, and no hooks or cache
-    (the copy must not call a Recorder, or copy a 15 MB cache)."""
+def bare_copy(module):
+    """A copy of ``module`` with its own parameters and buffers, and no hooks or cache (the
+    copy must not call a Recorder, or copy a 15 MB cache)."""
     memo = {}
     for part in module.modules():
         memo[id(part._forward_hooks)] = []
         memo[id(part._backward_hooks)] = []
         memo[id(part.cache)] = None
-    twin = copy.deepcopy(module, memo).astype(np.float64)
+    return copy.deepcopy(module, memo)
+
+
+def float64_copy(module):
+    """A float64 ``bare_copy`` of ``module``, gradients zeroed."""
+    twin = bare_copy(module).astype(np.float64)
     twin.zero_grad()
     return twin
 

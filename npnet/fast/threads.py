@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from ..module import Module, Parameter
-from .workers import TIMEOUT, BlasThreads, _holds_modules, add_in_order, working_as
+from .workers import TIMEOUT, BlasThreads, add_in_order, holds_modules, own_state, working_as
 
 
 class Exchange:
@@ -63,7 +63,7 @@ def twin(module: Module) -> Module:
             object.__setattr__(copied, name, _twin_parameter(value))
         elif isinstance(value, Module):
             object.__setattr__(copied, name, twin(value))
-        elif _holds_modules(value):
+        elif holds_modules(value):
             object.__setattr__(copied, name, [twin(item) for item in value])  # Sequential
     object.__setattr__(copied, "cache", None)
     return copied
@@ -79,15 +79,13 @@ def refresh(original: Module, copied: Module) -> None:
     """Make the twin compute what the original computes now: the same arrays of values (an
     optimizer may have replaced them), buffers, mode and settings (``momentum`` ...)."""
     for source, target in zip(original.modules(), copied.modules()):
-        for name, value in vars(source).items():
-            if name in ("_cache", "_cache_versions"):
-                continue
+        for name, value in own_state(source):
             if isinstance(value, Parameter):
                 mine = vars(target)[name]
                 mine.__dict__["_data"], mine.version = value.data, value.version
                 if mine.grad.shape != value.grad.shape or mine.grad.dtype != value.grad.dtype:
                     mine.grad = np.zeros_like(value.grad)
-            elif not isinstance(value, Module) and not _holds_modules(value):
+            else:
                 object.__setattr__(target, name, value)
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import itertools
 import os
 import pickle
@@ -47,6 +46,7 @@ import numpy as np
 
 from ..module import Module, Parameter
 from .channel import Channel
+from .proof import bare_copy
 
 MIN_SAMPLES_PER_WORKER = 16  # below this, a part is too small to be worth a worker
 DEFAULT_MAX_WORKERS = 2  # the most workers a FastNet takes when not told (measured: README, Speed)
@@ -210,10 +210,7 @@ def network_state(net: Module) -> tuple[list, dict]:
     momentum, ...)."""
     settings, arrays = [], {}
     for index, module in enumerate(net.modules()):
-        for name, value in vars(module).items():
-            if name in ("_cache", "_cache_versions") or isinstance(value, Module) \
-                    or _holds_modules(value):
-                continue
+        for name, value in own_state(module):
             if isinstance(value, Parameter):
                 arrays[f"state {index}.{name}"] = value.data
                 settings.append((index, name, ("parameter", value.version)))
@@ -243,7 +240,16 @@ def set_network_state(net: Module, settings: list, arrays: dict) -> None:
             object.__setattr__(modules[int(index)], name, data)
 
 
-def _holds_modules(value) -> bool:
+def own_state(module: Module):
+    """(name, value) of what ``module`` itself holds that a copy must follow: parameters,
+    buffers, mode and settings; not its cache, nor the modules inside it."""
+    for name, value in vars(module).items():
+        if name not in ("_cache", "_cache_versions") and not isinstance(value, Module) \
+                and not holds_modules(value):
+            yield name, value
+
+
+def holds_modules(value) -> bool:
     """Whether ``value`` is a list of layers (``Sequential.layers``, ``Concat.branches``)."""
     return isinstance(value, list) and any(isinstance(item, Module) for item in value)
 
@@ -252,16 +258,6 @@ def structure(module: Module) -> tuple:
     """What a helper's copy must be rebuilt for when it changes: which modules, in which
     places."""
     return tuple((name, id(part)) for name, part in module.named_modules())
-
-
-def clean_copy(net: Module) -> Module:
-    """A copy of ``net`` without caches or hooks, for pickling to a helper."""
-    memo = {}
-    for part in net.modules():
-        memo[id(part._forward_hooks)] = []
-        memo[id(part._backward_hooks)] = []
-        memo[id(part.cache)] = None
-    return copy.deepcopy(net, memo)
 
 
 # --------------------------------------------------------------- OpenBLAS threads
@@ -383,7 +379,7 @@ def team_for(net: Module, key: int, input_grad: bool, count: int) -> Team:
     for helper in helpers:
         if helper.networks.get(key) != shape:
             helper.send("network", key=key, input_grad=input_grad,
-                                network=pickle.dumps(clean_copy(net)))
+                                network=pickle.dumps(bare_copy(net)))
             remember(helper.networks, key, shape)
     return Team(helpers)
 
