@@ -57,14 +57,17 @@ def assert_same_but_at_relu_kinks(expected: dict, got: dict) -> None:
     up. The forward's numbers (continuous at a kink) must be equal to float32 rounding, the
     gradients close as whole arrays (the float64 runs prove them entry by entry)."""
     assert expected.keys() == got.keys()
-    # a bias before a BatchNorm has a gradient that is rounding noise: judged on the scale
-    # of the network's gradients
-    floor = 1e-3 * max(np.linalg.norm(a) for k, a in expected.items() if k.startswith("dL/d"))
+    # a bias before a BatchNorm has a gradient that is rounding noise, and one ReLU input
+    # that rounds to the other side of 0 moves a small gradient (a BatchNorm's beta before a
+    # residual sum: seen, 1.1e-4 against a norm of 0.0085): both judged on the scale of the
+    # network's gradients as well
+    scale = max(np.linalg.norm(a) for k, a in expected.items() if k.startswith("dL/d"))
     for key, want in expected.items():
         assert got[key].dtype == np.float32, key
         if key.startswith("dL/d"):
             difference = np.linalg.norm(got[key] - want)
-            assert difference <= 1e-2 * max(np.linalg.norm(want), floor), key
+            assert difference <= 1e-2 * max(np.linalg.norm(want), 1e-3 * scale) \
+                + 2e-4 * scale, key
         else:
             np.testing.assert_allclose(got[key], want, rtol=2e-5,
                                        atol=2e-5 * float(np.abs(want).max()), err_msg=key)
@@ -152,14 +155,14 @@ def test_a_wrong_batchnorm_exchange_would_be_caught(monkeypatch):
     def own_sums_only(self, worker, arrays):
         for helper in self.helpers:
             sums = helper.recv("sums")[0]["sums"]
-            helper.send("totals", totals=sums)
-        return tuple(arrays)
+            helper.send("parts", parts=[sums])
+        return [tuple(arrays)]
 
     one, two = twins(lambda: lenet(batch_norm=True))
     x, labels = batch((1, 28, 28))
     alone, split = FastNet(one, workers=1), FastNet(two, workers=2)
     expected = step_results(alone, x, labels)
-    monkeypatch.setattr(workers.Team, "total", own_sums_only)
+    monkeypatch.setattr(workers.Team, "gather", own_sums_only)
     got = step_results(split, x, labels)
     assert split._splits == 1
     assert not np.allclose(got["logits"], expected["logits"], rtol=1e-6)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .kernel import Kernel
 from .layout import from_batch_last
-from .workers import batch_total
+from .workers import batch_parts, batch_total
 
 
 # Values per partial sum. A running float32 sum of M values can be off by about M * eps
@@ -53,6 +53,40 @@ def row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return total[:, None]
 
 
+def centered(x: np.ndarray) -> tuple:
+    """x (F, M) -> (mean (F, 1), sum of squared deviations from it (F, 1), x - mean (F, M))."""
+    mean = row_sum(x) / x.dtype.type(x.shape[1])
+    deviations = x - mean
+    return mean, row_dot(deviations, deviations), deviations
+
+
+def combine_statistics(parts: list) -> tuple:
+    """[(count, mean, squares), ...] of parts of a batch -> (count, mean, squares) of the whole
+    batch, where squares is the sum of squared deviations from the mean (F, 1).
+
+    Chan, Golub and LeVeque's pairwise update: with delta = mean_b - mean_a and n = n_a + n_b,
+        mean    = mean_a + delta n_b / n
+        squares = squares_a + squares_b + delta^2 n_a n_b / n
+    Each part is centered on its own mean, so no large sums of squares cancel (as
+    sum(x^2) - n mean^2 would), and one exchange between workers brings both statistics.
+    One part is returned as it is."""
+    count, mean, squares = parts[0]
+    for part_count, part_mean, part_squares in parts[1:]:
+        total = count + part_count
+        delta = part_mean - mean
+        mean = mean + delta * (part_count / total)
+        squares = squares + part_squares + delta * delta * (count * part_count / total)
+        count = total
+    return count, mean, squares
+
+
+def moving_averages(moving_mean, moving_var, batch_mean, batch_var, momentum) -> tuple:
+    """The moving statistics after a training batch (npnet/batchnorm.py; momentum weights the
+    old value, as in the seed)."""
+    return (momentum * moving_mean + (1.0 - momentum) * batch_mean,
+            momentum * moving_var + (1.0 - momentum) * batch_var)
+
+
 class RowsCache(NamedTuple):
     x_hat: np.ndarray | None       # (F, M) in training mode
     x: np.ndarray | None           # (F, M) in evaluation mode, where x_hat is not written out
@@ -78,17 +112,17 @@ def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, trai
         y += beta - moving_mean * scale
         return y, moving_mean, moving_var, RowsCache(None, x, moving_mean, inv_std, gamma,
                                                      False)
-    # batch_total: over the whole batch when workers (workers.py) each hold a part of it
-    sums, count = batch_total(row_sum(x), x.shape[1])
-    M = x.dtype.type(count)
-    batch_mean = sums / M
-    x_hat = x - batch_mean  # centered; divided by the standard deviation below
-    (squares,) = batch_total(row_dot(x_hat, x_hat))
-    batch_var = squares / M
+    part_mean, squares, x_hat = centered(x)  # x_hat: centered, divided by the std below
+    # over the whole batch when workers (workers.py) each hold a part of it
+    count, batch_mean, squares = combine_statistics(
+        batch_parts(x.shape[1], part_mean, squares))
+    if count != x.shape[1]:  # this part was centered on its own mean: on the batch's now
+        x_hat -= batch_mean - part_mean
+    batch_var = squares / x.dtype.type(count)
     inv_std = 1.0 / np.sqrt(batch_var + eps)
     x_hat *= inv_std
-    moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
-    moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
+    moving_mean, moving_var = moving_averages(moving_mean, moving_var, batch_mean, batch_var,
+                                              momentum)
     y = gamma * x_hat
     y += beta
     return y, moving_mean, moving_var, RowsCache(x_hat, None, None, inv_std, gamma, True, count)

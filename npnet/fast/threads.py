@@ -22,13 +22,13 @@ import threading
 import numpy as np
 
 from ..module import Module, Parameter
-from .workers import TIMEOUT, BlasThreads, add_in_order, holds_modules, own_state, working_as
+from .workers import TIMEOUT, BlasThreads, holds_modules, own_state, working_as
 
 
 class Exchange:
-    """Where worker threads add up their partial sums: each puts its sums in, waits for the
-    others, and takes the totals, added in worker order (``add_in_order``: the same numbers
-    as the helper processes' exchange)."""
+    """Where worker threads trade their partial sums: each puts its sums in, waits for the
+    others, and takes every worker's, in worker order (the same parts as the helper
+    processes' exchange)."""
 
     def __init__(self, workers: int):
         # the timeout is a last resort: a worker that never comes (never seen) ends the pass
@@ -36,16 +36,12 @@ class Exchange:
         self.barrier = threading.Barrier(workers, timeout=TIMEOUT)
         self.slots: list = [None] * workers
 
-    def total(self, worker: int, arrays: tuple) -> tuple:
+    def gather(self, worker: int, arrays: tuple) -> list:
         self.slots[worker] = tuple(arrays)
         self.barrier.wait()
-        try:
-            totals = add_in_order(self.slots)
-        except RuntimeError:
-            self.barrier.abort()
-            raise
-        self.barrier.wait()  # every worker has its totals before a slot is reused
-        return totals
+        parts = list(self.slots)
+        self.barrier.wait()  # every worker has the parts before a slot is reused
+        return parts
 
     def abort(self) -> None:
         """Release the other workers with an error (one worker failed)."""

@@ -145,19 +145,28 @@ class WorkerChoice:
 _context = threading.local()  # this thread's (exchange, worker index), while it is a worker
 
 
+def batch_parts(*arrays) -> list:
+    """Every worker's ``arrays`` (its per-part sums or statistics), in worker order: [arrays]
+    when this thread is not a worker of a split batch. Parts of different shapes mean the
+    workers are at different BatchNorms: refused."""
+    exchange = getattr(_context, "exchange", None)
+    if exchange is None:
+        return [arrays]
+    parts = exchange.gather(_context.worker, arrays)
+    check_in_step(parts)
+    return parts
+
+
 def batch_total(*arrays: np.ndarray) -> tuple:
     """The sums over the whole batch of per-part sums ``arrays``: the same arrays when this
     thread is not a worker of a split batch."""
-    exchange = getattr(_context, "exchange", None)
-    if exchange is None:
-        return arrays
-    return exchange.total(_context.worker, arrays)
+    return add_in_order(batch_parts(*arrays))
 
 
 @contextlib.contextmanager
 def working_as(exchange, worker: int):
-    """Within this, ``batch_total`` adds up over the workers of ``exchange`` (an object with
-    ``total(worker, arrays) -> totals``)."""
+    """Within this, ``batch_parts`` and ``batch_total`` reach the workers of ``exchange`` (an
+    object with ``gather(worker, arrays) -> every worker's arrays``)."""
     saved = getattr(_context, "exchange", None), getattr(_context, "worker", 0)
     _context.exchange, _context.worker = exchange, worker
     try:
@@ -171,14 +180,18 @@ def alone():
     return working_as(None, 0)
 
 
-def add_in_order(parts: list) -> tuple:
-    """parts[0] + parts[1] + ..., array by array, always in worker order (so every worker gets
-    the same numbers). Parts of different shapes mean the workers are at different
-    BatchNorms: refused, never added."""
+def check_in_step(parts: list) -> None:
+    """Refuse parts of different shapes: the workers are at different BatchNorms."""
     shapes = {tuple(np.shape(array) for array in part) for part in parts}
     if len(shapes) > 1:
         raise RuntimeError(f"npnet.fast workers out of step: partial sums of shapes "
                            f"{sorted(shapes)} met at one exchange")
+
+
+def add_in_order(parts: list) -> tuple:
+    """parts[0] + parts[1] + ..., array by array, always in worker order (so every worker gets
+    the same numbers). Parts of different shapes are refused, never added."""
+    check_in_step(parts)
     totals = []
     for i in range(len(parts[0])):
         total = parts[0][i]
@@ -189,17 +202,18 @@ def add_in_order(parts: list) -> tuple:
 
 
 class HelperExchange:
-    """A helper's side of the exchange: send its sums to worker 0, receive the totals."""
+    """A helper's side of the exchange: send its part's sums to worker 0, receive every
+    worker's."""
 
     def __init__(self, channel: Channel):
         self.channel = channel
 
-    def total(self, worker: int, arrays: tuple) -> tuple:
+    def gather(self, worker: int, arrays: tuple) -> list:
         self.channel.send("sums", sums=tuple(arrays))
         kind, fields, _ = self.channel.recv(TIMEOUT)
-        if kind != "totals":
-            raise RuntimeError(f"npnet.fast helper expected the totals, got {kind!r}")
-        return fields["totals"]
+        if kind != "parts":
+            raise RuntimeError(f"npnet.fast helper expected every worker's sums, got {kind!r}")
+        return fields["parts"]
 
 
 # ------------------------------------------------------------ the network's state
@@ -344,12 +358,11 @@ class Team:
     def __init__(self, helpers: list):
         self.helpers = helpers
 
-    def total(self, worker: int, arrays: tuple) -> tuple:
+    def gather(self, worker: int, arrays: tuple) -> list:
         parts = [tuple(arrays)] + [helper.recv("sums")[0]["sums"] for helper in self.helpers]
-        totals = add_in_order(parts)
         for helper in self.helpers:
-            helper.send("totals", totals=totals)
-        return totals
+            helper.send("parts", parts=parts)
+        return parts
 
     def results(self, expected: str) -> list:
         return [helper.recv(expected) for helper in self.helpers]
