@@ -155,7 +155,7 @@ def test_a_wrong_batchnorm_exchange_would_be_caught(monkeypatch):
     def own_sums_only(self, worker, arrays):
         for helper in self.helpers:
             sums = helper.recv("sums")[0]["sums"]
-            helper.send("parts", parts=[sums])
+            helper.send("sums", sums=sums)  # its own, as if they were worker 0's
         return [tuple(arrays)]
 
     one, two = twins(lambda: lenet(batch_norm=True))

@@ -5,7 +5,7 @@ the process that started it. It waits for messages and answers each:
 
     network  (key, pickled copy)     keep a FastNet over the copy, one worker, quiet
     forward  (key, state, part x)    take the state (network_state), run the part forward,
-                                     trading BatchNorm's sums ("sums" / "totals"); answer
+                                     trading BatchNorm's sums ("sums", "parts"); answer
                                      "output" with y, batch first
     backward (key, part of dL/dy)    run backward, trading sums; answer "grads" with every
                                      parameter's gradient and, if asked for, dL/dx
@@ -59,7 +59,7 @@ def handle(kind: str, fields: dict, arrays: dict, networks: dict, channel: Chann
                                                   _quiet=True))
         return None
     fast = networks[fields["key"]]
-    exchange = HelperExchange(channel)
+    exchange = HelperExchange(channel, fields["workers"])
     if kind == "forward":
         set_network_state(fast.net, fields["settings"], arrays)
         x = arrays["x"]

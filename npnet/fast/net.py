@@ -272,7 +272,7 @@ class FastNet:
         try:
             for worker, (helper, part) in enumerate(zip(team.helpers, parts[1:]), 1):
                 helper.send("forward", {"x": part, **arrays}, key=self._key,
-                            settings=settings, worker=worker)
+                            settings=settings, worker=worker, workers=len(parts))
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 out = self._chain.forward(to_batch_last(parts[0]), kernels)
             outs = [from_batch_last(out)] + [arrays["y"] for _, arrays in
@@ -288,7 +288,7 @@ class FastNet:
         try:
             for worker, (helper, grad) in enumerate(zip(team.helpers, grad_parts[1:]), 1):
                 helper.send("backward", {"grad": grad}, key=self._key, worker=worker,
-                            input_grad=self.input_grad)
+                            workers=len(grad_parts), input_grad=self.input_grad)
             with BlasThreads.one_per_worker(), working_as(team, 0):
                 grad_x = self._chain.backward(to_batch_last(grad_parts[0]))
             results = [arrays for _, arrays in team.results("grads")]
