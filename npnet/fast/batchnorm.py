@@ -88,9 +88,10 @@ def moving_averages(moving_mean, moving_var, batch_mean, batch_var, momentum) ->
 
 
 class RowsCache(NamedTuple):
-    x_hat: np.ndarray | None       # (F, M) in training mode
-    x: np.ndarray | None           # (F, M) in evaluation mode, where x_hat is not written out
-    moving_mean: np.ndarray | None  # (F, 1) in evaluation mode, to rebuild x_hat if needed
+    centered: np.ndarray | None    # (F, M) x - batch mean in training mode; x_hat = centered
+    #                                inv_std, never written out (one pass fewer each way)
+    x: np.ndarray | None           # (F, M) in evaluation mode
+    moving_mean: np.ndarray | None  # (F, 1) in evaluation mode, to center x if ever needed
     inv_std: np.ndarray            # (F, 1)
     gamma: np.ndarray              # (F, 1)
     training: bool
@@ -105,44 +106,44 @@ def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, trai
     """
     if not training:
         # gamma (x - moving_mean) inv_std + beta as one scale and one shift per row: two
-        # passes over x instead of four; backward recomputes x_hat if it is ever needed
+        # passes over x instead of four; backward centers x if it is ever needed
         inv_std = 1.0 / np.sqrt(moving_var + eps)
         scale = gamma * inv_std
         y = x * scale
         y += beta - moving_mean * scale
         return y, moving_mean, moving_var, RowsCache(None, x, moving_mean, inv_std, gamma,
                                                      False)
-    part_mean, squares, x_hat = centered(x)  # x_hat: centered, divided by the std below
+    part_mean, squares, centered_x = centered(x)
     # over the whole batch when workers (workers.py) each hold a part of it
     count, batch_mean, squares = combine_statistics(
         batch_parts(x.shape[1], part_mean, squares))
     if count != x.shape[1]:  # this part was centered on its own mean: on the batch's now
-        x_hat -= batch_mean - part_mean
+        centered_x -= batch_mean - part_mean
     batch_var = squares / x.dtype.type(count)
     inv_std = 1.0 / np.sqrt(batch_var + eps)
-    x_hat *= inv_std
     moving_mean, moving_var = moving_averages(moving_mean, moving_var, batch_mean, batch_var,
                                               momentum)
-    y = gamma * x_hat
+    y = centered_x * (gamma * inv_std)  # gamma x_hat
     y += beta
-    return y, moving_mean, moving_var, RowsCache(x_hat, None, None, inv_std, gamma, True, count)
+    return y, moving_mean, moving_var, RowsCache(centered_x, None, None, inv_std, gamma, True,
+                                                 count)
 
 
 def batch_norm_rows_backward(grad_out, cache: RowsCache):
     """grad_out (F, M) -> (grad_x (F, M), grad_gamma (F, 1), grad_beta (F, 1)); with workers,
     grad_gamma and grad_beta are this part's share (the workers' shares add up)."""
-    x_hat, x, moving_mean, inv_std, gamma, training, count = cache
+    centered_x, x, moving_mean, inv_std, gamma, training, count = cache
     if not training:
-        x_hat = (x - moving_mean) * inv_std
-    grad_gamma = row_dot(grad_out, x_hat)
+        centered_x = x - moving_mean
+    grad_gamma = row_dot(grad_out, centered_x) * inv_std  # sum(dL/dy x_hat)
     grad_beta = row_sum(grad_out)
     if not training:
         return grad_out * (gamma * inv_std), grad_gamma, grad_beta
     sum_grad_gamma, sum_grad_beta = batch_total(grad_gamma, grad_beta)  # the whole batch's
-    M = x_hat.dtype.type(count)  # keeps float32 on numpy 1.x (see batch_norm_rows)
+    M = centered_x.dtype.type(count)  # keeps float32 on numpy 1.x (see batch_norm_rows)
     # inv_std * (g - mean(g) - x_hat * mean(g x_hat)) with g = gamma * dL/dy, computed in
     # one array (no temporaries of x's size)
-    grad_x = x_hat * (sum_grad_gamma / M)  # x_hat mean(g x_hat) / gamma
+    grad_x = centered_x * (inv_std * sum_grad_gamma / M)  # x_hat mean(g x_hat) / gamma
     np.subtract(grad_out, grad_x, out=grad_x)
     grad_x -= sum_grad_beta / M  # mean(g) / gamma
     grad_x *= gamma * inv_std

@@ -104,10 +104,10 @@ def conv2d_forward_blocked(x: np.ndarray, weight: np.ndarray, bias: np.ndarray |
     Ho, Wo = output_size(x.shape[1:3], weight.shape[2:], stride, padding)
     y = np.empty((O, Ho, Wo, x.shape[3]), dtype=np.result_type(x, weight))
     for i0, i1, cols in windows_by_rows(pad(x, padding), weight.shape[2:], stride, block_bytes):
-        np.matmul(weight.reshape(O, K), cols.reshape(K, -1),
-                  out=y[:, i0:i1].reshape(O, -1))  # oK,KM -> oM for these rows
-    if bias is not None:
-        y += bias[:, None, None, None]
+        rows = y[:, i0:i1].reshape(O, -1)  # a view: each channel's rows are contiguous
+        np.matmul(weight.reshape(O, K), cols.reshape(K, -1), out=rows)  # oK,KM -> oM
+        if bias is not None:
+            rows += bias[:, None]  # while the block is in the cache
     return y
 
 
@@ -122,10 +122,12 @@ def conv2d_weight_grad_blocked(grad_out: np.ndarray, x: np.ndarray, weight_shape
     """
     O, K = weight_shape[0], math.prod(weight_shape[1:])
     grad_weight_t = np.zeros((K, O), dtype=grad_out.dtype)
+    grad_bias = np.zeros(O, dtype=grad_out.dtype)
     for i0, i1, cols in windows_by_rows(pad(x, padding), weight_shape[2:], stride, block_bytes):
+        rows = grad_out[:, i0:i1].reshape(O, -1)
         # KM,Mo -> Ko, the orientation OpenBLAS runs fastest here
-        grad_weight_t += cols.reshape(K, -1) @ grad_out[:, i0:i1].reshape(O, -1).T
-    grad_bias = np.einsum("oijn->o", grad_out)
+        grad_weight_t += cols.reshape(K, -1) @ rows.T
+        grad_bias += np.einsum("om->o", rows)  # while the block is in the cache
     return grad_weight_t.T.reshape(weight_shape), grad_bias
 
 

@@ -15,7 +15,8 @@ so the forward computes T in place in BatchNorm's output and pools T; the sigmoi
 never written out. Backward, from g = dL/d(pooled output) (F, Ho, Wo, N):
 
     dL/dT     = avgpool_backward(g / 2)
-    dL/d(u/2) = dL/dT * (1 - T^2)                 (tanh' = 1 - tanh^2)
+    dL/d(u/2) = dL/dT * (1 - T^2)                 (tanh' = 1 - tanh^2; when the windows tile
+                                                  the input, 1 - T^2 times each window's share)
     then BatchNorm's backward, run with gamma/2: it gives dL/dx as it is, and the gradients
     for gamma/2 and beta/2; halve them to get the ones for gamma and beta.
 
@@ -32,7 +33,8 @@ from ..batchnorm import BatchNorm
 from ..pool import AvgPool2d
 from .batchnorm import scaled_backward, scaled_forward
 from .kernel import Kernel
-from .pool import avg_pool2d_backward, avg_pool2d_forward
+from .layout import window_slab
+from .pool import avg_pool2d_backward, avg_pool2d_forward, windows_tile
 
 
 class BatchNormSigmoidPoolKernel(Kernel):
@@ -63,9 +65,19 @@ class BatchNormSigmoidPoolKernel(Kernel):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         batch_norm, _, pool = self.layers
         bn_cache, tanh = self.require_cache()
-        grad = avg_pool2d_backward(grad_out * tanh.dtype.type(0.5), tanh.shape,
-                                   pool.kernel_size, pool.stride, pool.padding)  # dL/dT
-        tanh_slope = np.multiply(tanh, tanh)
-        np.subtract(1, tanh_slope, out=tanh_slope)  # 1 - T^2
-        grad *= tanh_slope  # dL/d(u/2)
+        half = tanh.dtype.type(0.5)
+        grad = np.multiply(tanh, tanh)
+        np.subtract(1, grad, out=grad)  # 1 - T^2
+        if windows_tile(tanh.shape, grad_out.shape, pool.kernel_size, pool.stride, pool.padding):
+            # each pixel's dL/dT is its window's share of g/2: multiplied in place, window
+            # offset by window offset, without writing dL/dT out first
+            (kh, kw), (_, Ho, Wo, _) = pool.kernel_size, grad_out.shape
+            share = grad_out * tanh.dtype.type(0.5 / (kh * kw))
+            for a in range(kh):
+                for b in range(kw):
+                    window_slab(grad, a, b, (Ho, Wo), pool.stride)[...] *= share
+        else:
+            grad *= avg_pool2d_backward(grad_out * half, tanh.shape, pool.kernel_size,
+                                        pool.stride, pool.padding)  # dL/dT
+        # grad is dL/d(u/2) now
         return scaled_backward(batch_norm, grad, bn_cache).reshape(tanh.shape)

@@ -39,15 +39,21 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: tuple, stride: tuple,
     return y
 
 
+def windows_tile(x_shape: tuple, y_shape: tuple, kernel_size: tuple, stride: tuple,
+                 padding: tuple) -> bool:
+    """Whether every pixel of x (C, H, W, N) lies in exactly one window of y (C, Ho, Wo, N):
+    stride = kernel, no padding, and the windows cover x (LeNet's AvgPool2d(2, 2))."""
+    return (tuple(stride) == tuple(kernel_size) and tuple(padding) == (0, 0)
+            and tuple(x_shape[1:3]) == (y_shape[1] * stride[0], y_shape[2] * stride[1]))
+
+
 def avg_pool2d_backward(grad_out: np.ndarray, x_shape: tuple, kernel_size: tuple,
                         stride: tuple, padding: tuple) -> np.ndarray:
     """grad_out (C, Ho, Wo, N) -> grad_x (C, H, W, N): each window's gradient shared equally."""
     (kh, kw), (ph, pw) = kernel_size, padding
     share = grad_out * grad_out.dtype.type(1.0 / (kh * kw))
     C, Ho, Wo, N = grad_out.shape
-    tiles = (stride == kernel_size and padding == (0, 0)
-             and x_shape[1:3] == (Ho * stride[0], Wo * stride[1]))
-    if tiles:
+    if windows_tile(x_shape, grad_out.shape, kernel_size, stride, padding):
         # every input pixel lies in exactly one window: it gets that window's share
         grad_x = np.empty(x_shape, dtype=share.dtype)
         for a in range(kh):
