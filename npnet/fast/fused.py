@@ -66,7 +66,7 @@ class BatchNormSigmoidPoolKernel(Kernel):
         batch_norm, _, pool = self.layers
         bn_cache, tanh = self.require_cache()
         half = tanh.dtype.type(0.5)
-        grad = np.multiply(tanh, tanh)
+        grad = np.multiply(tanh, tanh, out=tanh)  # in place: T is not needed after this
         np.subtract(1, grad, out=grad)  # 1 - T^2
         if windows_tile(tanh.shape, grad_out.shape, pool.kernel_size, pool.stride, pool.padding):
             # each pixel's dL/dT is its window's share of g/2: multiplied in place, window
@@ -80,4 +80,6 @@ class BatchNormSigmoidPoolKernel(Kernel):
             grad *= avg_pool2d_backward(grad_out * half, tanh.shape, pool.kernel_size,
                                         pool.stride, pool.padding)  # dL/dT
         # grad is dL/d(u/2) now
-        return scaled_backward(batch_norm, grad, bn_cache).reshape(tanh.shape)
+        self.cache = None  # used up: T and the centered input are overwritten
+        return scaled_backward(batch_norm, grad, bn_cache, grad_is_spare=True).reshape(
+            tanh.shape)
