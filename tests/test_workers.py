@@ -205,7 +205,7 @@ def step_on_two(seed=0):
 
 def test_an_error_in_a_helper_is_raised_here_and_the_next_pass_starts_afresh():
     fast, _ = step_on_two()
-    team = workers.team_for(fast.net, fast._key, False, 1)
+    team = workers.team_for(fast.net, fast._key, False, 1, workers.structure(fast.net))
     helper = team.helpers[0]
     helper.send("forward", {"x": np.zeros((2, 1, 28, 28), np.float32)}, key=-1,
                         settings=[], worker=1)  # a network it was never sent
@@ -358,3 +358,21 @@ def test_with_no_count_set_fastnet_times_every_way(monkeypatch):
     assert {key[:2] for key in fast._choice.seconds} == {
         (plan, "processes"), (plan, "threads"), (plan, "one")}
     assert all(min(seconds) > 0 for seconds in fast._choice.seconds.values())
+
+
+def test_state_places_are_listed_again_when_an_attribute_comes_or_goes():
+    """network_state reads the state from places listed once (StatePlaces); they are listed
+    again when a module gains or loses an attribute, or the network's structure changes."""
+    net = lenet(batch_norm=True)
+    places = workers.StatePlaces(net, workers.structure(net))
+    assert places.fits(workers.structure(net))
+    assert workers.network_state(net, places)[0] == workers.network_state(net)[0]
+    net[1].momentum = 0.5  # a new value in a place already listed: read at the next pass
+    index = [id(module) for module in net.modules()].index(id(net[1]))
+    assert (index, "momentum", 0.5) in workers.network_state(net, places)[0]
+    net[1].extra_setting = 3
+    assert not places.fits(workers.structure(net))
+    del net[1].extra_setting
+    assert places.fits(workers.structure(net))
+    net.layers.append(npnet.Sigmoid())
+    assert not places.fits(workers.structure(net))

@@ -32,7 +32,7 @@ from .workers import HelperExchange, remember, set_network_state, working_as
 def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process that started it decides
     channel = Channel(Connection(fd))
-    networks: dict = {}  # key -> FastNet
+    networks: dict = {}  # key -> (FastNet, its network's modules)
     try:
         while True:
             kind, fields, arrays = channel.recv()
@@ -54,14 +54,14 @@ def main(fd: int) -> None:
 
 def handle(kind: str, fields: dict, arrays: dict, networks: dict, channel: Channel):
     if kind == "network":
-        remember(networks, fields["key"], FastNet(pickle.loads(fields["network"]),
-                                                  fields["input_grad"], workers=1,
-                                                  _quiet=True))
+        fast = FastNet(pickle.loads(fields["network"]), fields["input_grad"], workers=1,
+                       _quiet=True)
+        remember(networks, fields["key"], (fast, list(fast.net.modules())))
         return None
-    fast = networks[fields["key"]]
+    fast, modules = networks[fields["key"]]
     exchange = HelperExchange(channel, fields["workers"])
     if kind == "forward":
-        set_network_state(fast.net, fields["settings"], arrays)
+        set_network_state(fast.net, fields["settings"], arrays, modules)
         x = arrays["x"]
         fast._chain.release()  # the last pass's caches (an evaluation pass has no backward)
         kernels = fast.plan(x)

@@ -26,7 +26,7 @@ from .layout import from_batch_last, to_batch_last
 from .memory import keep_freed_memory
 from .proof import own_methods
 from .threads import add_twin_gradients, refresh, run_threads, twin
-from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, WorkerChoice, alone,
+from .workers import (MIN_SAMPLES_PER_WORKER, BlasThreads, StatePlaces, WorkerChoice, alone,
                       default_workers, network_key, network_state, structure, team_for,
                       threads_setting, working_as)
 
@@ -86,6 +86,7 @@ class FastNet:
         self._key = network_key()  # how helper processes (workers.py) name their copy of net
         self._way = None  # how the last split pass ran: "processes" or "threads"
         self._team = None  # the helper processes of the last split pass, until its backward
+        self._state_places = None  # where the network's state lives (workers.StatePlaces)
         self._twins: list = []  # FastNets over twins of net, for worker threads 1, 2, ...
         self._twins_of = None   # the structure of net they were made for
         self._splits = 0  # passes run split over workers (for tests and benchmarks)
@@ -267,8 +268,11 @@ class FastNet:
 
     # helper processes (workers.py)
     def _forward_in_processes(self, parts: list, kernels: list) -> list:
-        settings, arrays = network_state(self.net)
-        team = team_for(self.net, self._key, self.input_grad, len(parts) - 1)
+        shape = structure(self.net)
+        if self._state_places is None or not self._state_places.fits(shape):
+            self._state_places = StatePlaces(self.net, shape)
+        settings, arrays = network_state(self.net, self._state_places)
+        team = team_for(self.net, self._key, self.input_grad, len(parts) - 1, shape)
         try:
             for worker, (helper, part) in enumerate(zip(team.helpers, parts[1:]), 1):
                 helper.send("forward", {"x": part, **arrays}, key=self._key,

@@ -19,10 +19,12 @@ two runs, or (with the count not set) one worker on a busy machine, is timed (Wo
 
 Everything but BatchNorm in training mode treats each sample on its own, so the parts need
 nothing from each other. BatchNorm's statistics are over the whole batch: at each BatchNorm
-the helpers send their per-feature sums to worker 0 (``Team.total``), which adds them up in
-worker order and sends every helper the totals; all go on with the whole batch's mean,
-variance and, in backward, sum(dL/dy) and sum(dL/dy * x_hat). The result is the one-worker
-result up to float rounding.
+every worker gets every worker's per-feature statistics (``batch_parts``; ``Team.gather``
+between processes) and combines them the same way, in worker order: in forward each part's
+count, mean and squared deviations from its mean, combined into the whole batch's mean and
+variance by Chan's update (batchnorm.combine_statistics: one exchange, where sums and then
+centered squares took two), and in backward sum(dL/dy) and sum(dL/dy * x_hat), added up
+(``batch_total``). The result is the one-worker result up to float rounding.
 
 Before each pass worker 0 sends each helper the network's state (``network_state``: every
 parameter, buffer and setting); after backward, the helpers' parameter gradients are added
@@ -223,27 +225,50 @@ class HelperExchange:
 
 
 # ------------------------------------------------------------ the network's state
-def network_state(net: Module) -> tuple[list, dict]:
+class StatePlaces:
+    """Where ``net``'s state lives: (module index, module, attribute name) of everything
+    ``own_state`` yields, listed once and reused while the modules and their attributes stay
+    the same (``fits``): walking them every pass took 0.2 ms, before the helpers could start."""
+
+    def __init__(self, net: Module, shape: tuple):
+        self.shape = shape  # structure(net)
+        modules = list(net.modules())
+        self.places = [(index, module, name) for index, module in enumerate(modules)
+                       for name, _ in own_state(module)]
+        self.sizes = [(module, len(vars(module))) for module in modules]
+
+    def fits(self, shape: tuple) -> bool:
+        """Whether these are still the places, for a network of structure ``shape``: the same
+        modules, none of which has gained or lost an attribute."""
+        return shape == self.shape and all(len(vars(module)) == size
+                                           for module, size in self.sizes)
+
+
+def network_state(net: Module, places: StatePlaces | None = None) -> tuple[list, dict]:
     """What a helper's copy needs to compute what ``net`` computes now: (settings, arrays).
     arrays: every parameter's values and every array attribute (BatchNorm's moving
     statistics), named 'state <module index>.<name>'; settings: every other attribute (mode,
-    momentum, ...)."""
+    momentum, ...). ``places``: where to read them (listed afresh if not given)."""
+    if places is None:
+        places = StatePlaces(net, structure(net))
     settings, arrays = [], {}
-    for index, module in enumerate(net.modules()):
-        for name, value in own_state(module):
-            if isinstance(value, Parameter):
-                arrays[f"state {index}.{name}"] = value.data
-                settings.append((index, name, ("parameter", value.version)))
-            elif isinstance(value, np.ndarray):
-                arrays[f"state {index}.{name}"] = value
-            else:
-                settings.append((index, name, value))
+    for index, module, name in places.places:
+        value = vars(module)[name]
+        if isinstance(value, Parameter):
+            arrays[f"state {index}.{name}"] = value.data
+            settings.append((index, name, ("parameter", value.version)))
+        elif isinstance(value, np.ndarray):
+            arrays[f"state {index}.{name}"] = value
+        else:
+            settings.append((index, name, value))
     return settings, arrays
 
 
-def set_network_state(net: Module, settings: list, arrays: dict) -> None:
-    """Make ``net`` (a helper's copy) hold ``network_state``'s values."""
-    modules = list(net.modules())
+def set_network_state(net: Module, settings: list, arrays: dict,
+                      modules: list | None = None) -> None:
+    """Make ``net`` (a helper's copy) hold ``network_state``'s values; ``modules``:
+    ``list(net.modules())``, if the caller keeps it."""
+    modules = list(net.modules()) if modules is None else modules
     for index, name, value in settings:
         if isinstance(value, tuple) and len(value) == 2 and value[0] == "parameter":
             param, data = vars(modules[index])[name], arrays[f"state {index}.{name}"]
@@ -399,13 +424,12 @@ def network_key() -> int:
     return next(_keys)
 
 
-def team_for(net: Module, key: int, input_grad: bool, count: int) -> Team:
+def team_for(net: Module, key: int, input_grad: bool, count: int, shape: tuple) -> Team:
     """``count`` helper processes that hold a copy of ``net`` (sent when new to them or when
-    its structure changed), started if there are fewer."""
+    its structure, ``shape = structure(net)``, changed), started if there are fewer."""
     while len(_pool) < count:
         _pool.append(HelperProcess())
     helpers = _pool[:count]
-    shape = structure(net)
     for helper in helpers:
         if helper.networks.get(key) != shape:
             helper.send("network", key=key, input_grad=input_grad,
