@@ -294,9 +294,13 @@ def test_the_choice_measures_each_way_then_runs_the_fastest_and_probes_another()
         choice.record("plan", way, "forward", {"processes": 1.0, "one": 3.0}[way])
         choice.record("plan", way, "backward", {"processes": 1.0, "one": 0.5}[way])
     assert seen == ["processes", "one"] * 4
-    # processes: 2 s a pass, one: 3.5 s: processes from now on, but for every 16th pass
+    # processes: 2 s a pass, one: 3.5 s: processes from now on, but for a probe after 16
+    # passes, then 32, 64 ... up to 256 while the probes find one slower
     ways = [choice.pick("plan") for _ in range(64)]
-    assert ways.count("one") == 4 and ways.count("processes") == 60
+    assert [i for i, way in enumerate(ways) if way == "one"] == [15, 47]
+    ways = [choice.pick("plan") for _ in range(2000)]
+    probes = [i for i, way in enumerate(ways) if way == "one"]
+    assert np.diff(probes)[0] == 128 and set(np.diff(probes)[1:]) == {256}
     choice.record("plan", "processes", "forward", 0.5)  # a quicker pass counts at once
     assert choice.cost("plan", "processes") == 1.5
     for _ in range(3):  # the machine got busy: split passes take 9 s now
@@ -309,8 +313,11 @@ def test_probes_take_the_other_ways_in_turn():
     for _ in range(12):
         way = choice.pick("plan")
         choice.record("plan", way, "forward", {"processes": 1.0, "threads": 1.1, "one": 1.2}[way])
-    ways = [choice.pick("plan") for _ in range(64)]
-    assert ways.count("threads") == 2 and ways.count("one") == 2
+    ways = [choice.pick("plan") for _ in range(112)]  # probes after 16, 32 and 64 passes
+    assert [way for way in ways if way != "processes"] == ["threads", "one", "threads"]
+    choice.record("plan", "threads", "forward", 0.5)  # threads got faster: probes come soon
+    ways = [choice.pick("plan") for _ in range(16)]
+    assert ways[:15] == ["threads"] * 15 and ways[15] in ("processes", "one")
 
 
 def test_a_count_that_is_set_never_runs_on_one_worker(monkeypatch):

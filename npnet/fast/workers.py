@@ -103,30 +103,40 @@ class WorkerChoice:
 
     Each plan's passes are timed each way, per sample, forward and backward: after a first
     pass each way (it starts processes and plans kernels), the ways in turn until each has
-    KEPT timings; then the way whose least recent timing is shortest runs, and every
-    PROBE_EVERY-th pass another, in turn, to notice when the machine gets busy or quiet again,
-    or a way whose first timings were taken in a bad moment (benchmarks/README.md, phase 7)."""
+    KEPT timings; then the way whose least recent timing is shortest runs, and now and then
+    another, in turn (a probe), to notice when the machine gets busy or quiet again, or a way
+    whose first timings were taken in a bad moment (benchmarks/README.md, phases 7 and 8).
+    The first probe comes PROBE_EVERY passes after the fastest way changed, and each probe
+    that leaves it the fastest doubles the wait, up to PROBE_EVERY_MOST passes: beside a busy
+    program a split pass can take three times as long, and probing every 16th cost LeNet's
+    evaluation a quarter of its speed there."""
 
-    PROBE_EVERY = 16
+    PROBE_EVERY, PROBE_EVERY_MOST = 16, 256
     KEPT = 3  # timings kept per way: the least of them is its cost (noise only adds time)
 
     def __init__(self, ways: tuple):
         self.ways = ways
         self.seconds: dict = {}  # (plan, way, "forward" or "backward") -> the last KEPT times
         self.runs: dict = {}     # (plan, way) -> passes run
-        self.passes = 0
+        self.probing: dict = {}  # plan -> [fastest way, passes since it or the last probe,
+        #                                    passes between probes, probes made]
 
     def pick(self, plan) -> str:
         if len(self.ways) == 1:
             return self.ways[0]
-        self.passes += 1
         runs = [self.runs.get((plan, way), 0) for way in self.ways]
         if min(runs) <= self.KEPT:  # a first pass each way (not timed), then KEPT each
             return self.ways[runs.index(min(runs))]
         best, *others = sorted(self.ways, key=lambda way: self.cost(plan, way))
-        if self.passes % self.PROBE_EVERY:
+        probing = self.probing.get(plan)
+        if probing is None or probing[0] != best:  # a new fastest way: probe soon
+            probing = self.probing[plan] = [best, 0, self.PROBE_EVERY, 0]
+        probing[1] += 1
+        if probing[1] < probing[2]:
             return best
-        return others[(self.passes // self.PROBE_EVERY) % len(others)]
+        probing[1], probing[2] = 0, min(2 * probing[2], self.PROBE_EVERY_MOST)
+        probing[3] += 1
+        return others[(probing[3] - 1) % len(others)]
 
     def cost(self, plan, way: str) -> float:
         return sum(min(self.seconds.get((plan, way, half), [0.0]))
