@@ -383,3 +383,20 @@ def test_state_places_are_listed_again_when_an_attribute_comes_or_goes():
     assert places.fits(workers.structure(net))
     net.layers.append(npnet.Sigmoid())
     assert not places.fits(workers.structure(net))
+
+
+def test_combined_statistics_are_the_whole_batchs():
+    """Chan's update of per-part counts, means and centered squares gives the whole batch's
+    mean and squared deviations (float64, parts of different sizes and means); one part is
+    returned as it is."""
+    from npnet.fast.batchnorm import centered, combine_statistics
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(loc, scale, (4, size)) for loc, scale, size in
+             [(0.5, 1.0, 7), (3.0, 0.2, 13), (-2.0, 2.0, 5)]]
+    statistics = [(part.shape[1], *centered(part)[:2]) for part in parts]
+    whole = np.concatenate(parts, axis=1)
+    count, mean, squares = combine_statistics(statistics)
+    assert count == 25
+    np.testing.assert_allclose(mean[:, 0], whole.mean(axis=1), rtol=1e-13)
+    np.testing.assert_allclose(squares[:, 0], whole.var(axis=1) * 25, rtol=1e-13)
+    assert combine_statistics(statistics[:1])[1] is statistics[0][1]
