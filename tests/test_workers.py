@@ -381,6 +381,10 @@ def test_state_places_are_listed_again_when_an_attribute_comes_or_goes():
     assert not places.fits(workers.structure(net))
     del net[1].extra_setting
     assert places.fits(workers.structure(net))
+    del net[1].momentum  # gone, and another in its place: the same count, still read right
+    net[1].extra_setting = 3
+    assert places.fits(workers.structure(net))
+    assert workers.network_state(net, places)[0] == workers.network_state(net)[0]
     net.layers.append(npnet.Sigmoid())
     assert not places.fits(workers.structure(net))
 

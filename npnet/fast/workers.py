@@ -263,7 +263,9 @@ def network_state(net: Module, places: StatePlaces | None = None) -> tuple[list,
         places = StatePlaces(net, structure(net))
     settings, arrays = [], {}
     for index, module, name in places.places:
-        value = vars(module)[name]
+        value = vars(module).get(name, places)
+        if value is places:  # an attribute went and another came: list them again
+            return network_state(net)
         if isinstance(value, Parameter):
             arrays[f"state {index}.{name}"] = value.data
             settings.append((index, name, ("parameter", value.version)))
