@@ -19,8 +19,8 @@ layers through kernels of its own instead, for speed:
 - net.py        ``FastNet``: a network's layers as one chain, batch moved last once
 - memory.py     freed memory kept for the next step (a fresh page costs a page fault)
 - workers.py    a batch cut into one part per core: worker 0 runs its part here, the others
-                in helper processes (helper.py, fed through channel.py); the parts add up
-                BatchNorm's sums, so the statistics are the whole batch's. When the count is
+                in helper processes (helper.py, fed through channel.py); the parts trade
+                BatchNorm's statistics, so they are the whole batch's. When the count is
                 not set, each pass runs split or on one worker, whichever is faster now
 
 A kernel runs only where it has been shown, on a tiny float64 batch, to give the output and

@@ -80,13 +80,6 @@ def combine_statistics(parts: list) -> tuple:
     return count, mean, squares
 
 
-def moving_averages(moving_mean, moving_var, batch_mean, batch_var, momentum) -> tuple:
-    """The moving statistics after a training batch (npnet/batchnorm.py; momentum weights the
-    old value, as in the seed)."""
-    return (momentum * moving_mean + (1.0 - momentum) * batch_mean,
-            momentum * moving_var + (1.0 - momentum) * batch_var)
-
-
 class RowsCache(NamedTuple):
     centered: np.ndarray | None    # (F, M) x - batch mean in training mode; x_hat = centered
     #                                inv_std, never written out (one pass fewer each way)
@@ -121,8 +114,8 @@ def batch_norm_rows(x, gamma, beta, moving_mean, moving_var, eps, momentum, trai
         centered_x -= batch_mean - part_mean
     batch_var = squares / x.dtype.type(count)
     inv_std = 1.0 / np.sqrt(batch_var + eps)
-    moving_mean, moving_var = moving_averages(moving_mean, moving_var, batch_mean, batch_var,
-                                              momentum)
+    moving_mean = momentum * moving_mean + (1.0 - momentum) * batch_mean
+    moving_var = momentum * moving_var + (1.0 - momentum) * batch_var
     y = centered_x * (gamma * inv_std)  # gamma x_hat
     y += beta
     return y, moving_mean, moving_var, RowsCache(centered_x, None, None, inv_std, gamma, True,

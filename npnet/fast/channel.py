@@ -17,13 +17,11 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-import time
 from multiprocessing.connection import Connection
 
 import numpy as np
 
 ALIGN = 64  # bytes: each array starts on a cache line
-SPIN_SECONDS = 0.0
 
 
 def shared_folder() -> str:
@@ -104,9 +102,6 @@ class Channel:
     def recv(self, timeout: float | None = None):
         """(kind, fields, arrays); raises EOFError if the other side has gone, TimeoutError
         after ``timeout`` seconds without a message."""
-        deadline = time.perf_counter() + SPIN_SECONDS
-        while time.perf_counter() < deadline and not self.connection.poll(0):
-            pass
         if timeout is not None and not self.connection.poll(timeout):
             raise TimeoutError(f"no message in {timeout:.0f} s")
         kind, fields, description = self.connection.recv()

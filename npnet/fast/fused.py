@@ -65,7 +65,6 @@ class BatchNormSigmoidPoolKernel(Kernel):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         batch_norm, _, pool = self.layers
         bn_cache, tanh = self.require_cache()
-        half = tanh.dtype.type(0.5)
         grad = np.multiply(tanh, tanh, out=tanh)  # in place: T is not needed after this
         np.subtract(1, grad, out=grad)  # 1 - T^2
         if windows_tile(tanh.shape, grad_out.shape, pool.kernel_size, pool.stride, pool.padding):
@@ -77,8 +76,8 @@ class BatchNormSigmoidPoolKernel(Kernel):
                 for b in range(kw):
                     window_slab(grad, a, b, (Ho, Wo), pool.stride)[...] *= share
         else:
-            grad *= avg_pool2d_backward(grad_out * half, tanh.shape, pool.kernel_size,
-                                        pool.stride, pool.padding)  # dL/dT
+            grad *= avg_pool2d_backward(grad_out * tanh.dtype.type(0.5), tanh.shape,
+                                        pool.kernel_size, pool.stride, pool.padding)  # dL/dT
         # grad is dL/d(u/2) now
         self.cache = None  # used up: T and the centered input are overwritten
         return scaled_backward(batch_norm, grad, bn_cache, grad_is_spare=True).reshape(
