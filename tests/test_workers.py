@@ -404,3 +404,20 @@ def test_combined_statistics_are_the_whole_batchs():
     np.testing.assert_allclose(mean[:, 0], whole.mean(axis=1), rtol=1e-13)
     np.testing.assert_allclose(squares[:, 0], whole.var(axis=1) * 25, rtol=1e-13)
     assert combine_statistics(statistics[:1])[1] is statistics[0][1]
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before", "after"])
+def test_a_ctrl_c_while_a_worker_thread_starts_is_raised_as_itself(monkeypatch, started):
+    """A Ctrl-C that arrives inside Thread.start (seen in CI: SIGINT during training on
+    threads) reaches the caller as KeyboardInterrupt, whether or not the thread got going."""
+    from npnet.fast import threads
+    real_start = threads._Worker.start
+
+    def interrupted(self):
+        if started:
+            real_start(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads._Worker, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_threads(lambda k: workers.batch_total(np.ones(2)), 2)

@@ -130,8 +130,12 @@ def run_threads(work, count: int) -> list:
     with BlasThreads.one_per_worker():
         try:
             for k in range(1, count):
-                threads.append(_Worker(lambda k=k: as_worker(k)))
-                threads[-1].start()
+                thread = _Worker(lambda k=k: as_worker(k))
+                # listed once started: a Ctrl-C inside start() leaves a thread that may never
+                # run, and joining it would raise instead of the Ctrl-C (a started one that is
+                # not listed is released by exchange.abort below; it is a daemon)
+                thread.start()
+                threads.append(thread)
             results[0] = as_worker(0)
             for thread in threads:
                 while thread.is_alive():
